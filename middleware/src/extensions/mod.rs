@@ -1,0 +1,13 @@
+//! Typed values that layers put into `http::Extensions` for the connection to read.
+//!
+//! The WebSocket upgrade moves the request's extensions into the session, so an
+//! [`Identity`] or a [`ConnectionPermit`] inserted by a layer lives exactly as long as the
+//! socket, and [`SessionLimits`] configure the connection engine.
+
+mod identity;
+mod limits;
+mod permit;
+
+pub use identity::Identity;
+pub use limits::{MessageRate, SessionLimits};
+pub use permit::ConnectionPermit;
