@@ -21,6 +21,7 @@
 
 pub mod extensions;
 pub mod health;
+pub mod origin;
 pub mod response;
 
 #[cfg(test)]

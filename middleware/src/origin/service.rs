@@ -1,0 +1,358 @@
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::ORIGIN;
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::response::{self, ResponseBody, ResponseFuture};
+
+/// The longest piece of a rejected `Origin` header echoed back in the reason.
+const ECHO_LIMIT: usize = 100;
+
+/// Layer that answers 403 to requests whose `Origin` is not on its allow-list.
+///
+/// ```
+/// use estuary_middleware::origin::OriginLayer;
+///
+/// let layer = OriginLayer::new(["https://app.example.com", "http://localhost:8080"])
+///     .expect("valid origins")
+///     .strict();
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct OriginLayer {
+    allowed: Arc<HashSet<SiteOrigin>>,
+    strict: bool,
+}
+
+impl OriginLayer {
+    /// Allows the given origins, each written `scheme://host[:port]`.
+    ///
+    /// A trailing `/` is tolerated; a path, query, or user name is an error that names
+    /// the entry, so a typo in a config file fails at startup.
+    ///
+    /// ```
+    /// use estuary_middleware::origin::OriginLayer;
+    ///
+    /// let error = OriginLayer::new(["app.example.com"]).unwrap_err();
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "invalid origin \"app.example.com\": expected scheme://host[:port]"
+    /// );
+    /// ```
+    pub fn new<I>(origins: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let allowed = origins
+            .into_iter()
+            .map(|origin| {
+                let origin = origin.as_ref();
+                SiteOrigin::parse(origin.strip_suffix('/').unwrap_or(origin)).ok_or_else(|| {
+                    InvalidOrigin {
+                        origin: origin.to_owned(),
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            allowed: Arc::new(allowed),
+            strict: false,
+        })
+    }
+
+    /// Rejects requests without an `Origin` header too (403 "missing Origin header"),
+    /// for servers that only browsers may use.
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
+        self
+    }
+}
+
+impl<S> Layer<S> for OriginLayer {
+    type Service = CheckOrigin<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CheckOrigin {
+            inner,
+            allowed: self.allowed.clone(),
+            strict: self.strict,
+        }
+    }
+}
+
+/// Middleware that checks the `Origin` header against an allow-list.
+///
+/// Built by [`OriginLayer`].
+#[derive(Debug, Clone)]
+pub struct CheckOrigin<S> {
+    inner: S,
+    allowed: Arc<HashSet<SiteOrigin>>,
+    strict: bool,
+}
+
+impl<S> CheckOrigin<S> {
+    /// Why `headers` may not pass, or `None` when they may.
+    fn rejection(&self, headers: &HeaderMap) -> Option<String> {
+        let mut values = headers.get_all(ORIGIN).iter();
+        let Some(value) = values.next() else {
+            return self.strict.then(|| "missing Origin header".to_owned());
+        };
+        if values.next().is_some() {
+            return Some("more than one Origin header".to_owned());
+        }
+        let allowed = value
+            .to_str()
+            .ok()
+            .and_then(SiteOrigin::parse)
+            .is_some_and(|origin| self.allowed.contains(&origin));
+        if allowed {
+            return None;
+        }
+        let shown: String = String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .take(ECHO_LIMIT)
+            .collect();
+        Some(format!("origin \"{shown}\" is not allowed"))
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CheckOrigin<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.rejection(request.headers()) {
+            None => ResponseFuture::inner(self.inner.call(request)),
+            Some(reason) => ResponseFuture::answered(response::text(
+                StatusCode::FORBIDDEN,
+                reason,
+                HeaderMap::new(),
+            )),
+        }
+    }
+}
+
+/// An allow-list entry that is not `scheme://host[:port]`.
+///
+/// ```
+/// use estuary_middleware::origin::OriginLayer;
+///
+/// assert!(OriginLayer::new(["https://example.com/app"]).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOrigin {
+    origin: String,
+}
+
+impl fmt::Display for InvalidOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid origin \"{}\": expected scheme://host[:port]",
+            self.origin
+        )
+    }
+}
+
+impl std::error::Error for InvalidOrigin {}
+
+/// An origin reduced to what decides "same site": lowercase scheme and host, and the
+/// port with the scheme's default removed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SiteOrigin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl SiteOrigin {
+    fn parse(text: &str) -> Option<Self> {
+        let uri: Uri = text.parse().ok()?;
+        let authority = uri.authority()?;
+        let bare = uri.path_and_query().is_none_or(|pq| pq.as_str() == "/");
+        if !bare || text.ends_with('/') || authority.as_str().contains('@') {
+            return None;
+        }
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" | "ws" => Some(80),
+            "https" | "wss" => Some(443),
+            _ => None,
+        };
+        let port = authority
+            .port_u16()
+            .filter(|&port| Some(port) != default_port);
+        Some(Self {
+            host: authority.host().to_ascii_lowercase(),
+            scheme,
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{get, inner_ok, text};
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    fn allowing(origins: &[&str]) -> OriginLayer {
+        OriginLayer::new(origins).expect("test origins are valid")
+    }
+
+    async fn answer(layer: OriginLayer, request: Request<Empty<Bytes>>) -> (StatusCode, String) {
+        let service = ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(inner_ok));
+        let response = service.oneshot(request).await.unwrap();
+        (response.status(), text(response).await)
+    }
+
+    async fn status_for(layer: OriginLayer, origin: Option<&str>) -> (StatusCode, String) {
+        let mut request = get("/ws");
+        if let Some(origin) = origin {
+            request.headers_mut().insert(
+                ORIGIN,
+                origin.parse().expect("test origins are header values"),
+            );
+        }
+        answer(layer, request).await
+    }
+
+    #[tokio::test]
+    async fn allowed_origin_reaches_the_inner_service() {
+        let layer = allowing(&["https://app.example.com"]);
+        let (status, body) = status_for(layer, Some("https://app.example.com")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "inner");
+    }
+
+    #[tokio::test]
+    async fn scheme_and_host_match_case_insensitively() {
+        let layer = allowing(&["https://App.Example.com"]);
+        let (status, _) = status_for(layer, Some("HTTPS://app.EXAMPLE.com")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn default_port_is_the_same_origin() {
+        let layer = allowing(&["https://app.example.com:443", "http://localhost"]);
+        let (status, _) = status_for(layer.clone(), Some("https://app.example.com")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = status_for(layer, Some("http://localhost:80")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn foreign_origin_is_403_naming_it() {
+        let layer = allowing(&["https://app.example.com"]);
+        let (status, body) = status_for(layer, Some("https://evil.example")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body, "origin \"https://evil.example\" is not allowed");
+    }
+
+    #[tokio::test]
+    async fn other_scheme_or_port_is_foreign() {
+        let layer = allowing(&["https://app.example.com"]);
+        for origin in [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://sub.app.example.com",
+            "https://app.example.com.evil.example",
+        ] {
+            let (status, _) = status_for(layer.clone(), Some(origin)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
+        }
+    }
+
+    #[tokio::test]
+    async fn null_or_garbage_origin_is_403() {
+        let layer = allowing(&["https://app.example.com"]);
+        for origin in [
+            "null",
+            "",
+            "https://app.example.com/path",
+            "app.example.com",
+        ] {
+            let (status, _) = status_for(layer.clone(), Some(origin)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn very_long_origin_is_cut_in_the_reason() {
+        let origin = format!("https://{}.example", "a".repeat(500));
+        let (status, body) = status_for(allowing(&[]), Some(&origin)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.len() < 200, "{body}");
+    }
+
+    #[tokio::test]
+    async fn two_origin_headers_are_403() {
+        let mut request = get("/ws");
+        request
+            .headers_mut()
+            .append(ORIGIN, "https://app.example.com".parse().unwrap());
+        request
+            .headers_mut()
+            .append(ORIGIN, "https://evil.example".parse().unwrap());
+        let (status, body) = answer(allowing(&["https://app.example.com"]), request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body, "more than one Origin header");
+    }
+
+    #[tokio::test]
+    async fn missing_origin_passes_by_default() {
+        let (status, _) = status_for(allowing(&["https://app.example.com"]), None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn strict_rejects_missing_origin() {
+        let layer = allowing(&["https://app.example.com"]).strict();
+        let (status, body) = status_for(layer, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body, "missing Origin header");
+    }
+
+    #[test]
+    fn allow_list_accepts_origins_with_ports_ipv6_and_a_trailing_slash() {
+        let layer = allowing(&[
+            "http://[::1]:8080",
+            "wss://chat.example/",
+            "http://127.0.0.1:3000",
+        ]);
+        assert_eq!(layer.allowed.len(), 3);
+    }
+
+    #[test]
+    fn allow_list_rejects_entries_that_are_not_origins() {
+        for entry in [
+            "app.example.com",
+            "https://",
+            "https://app.example.com/app",
+            "https://app.example.com?x=1",
+            "https://user@app.example.com",
+            "*",
+        ] {
+            let error = OriginLayer::new([entry]).unwrap_err();
+            assert!(error.to_string().contains(entry), "{entry}: {error}");
+        }
+    }
+}
