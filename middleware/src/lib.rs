@@ -24,6 +24,7 @@ pub mod extensions;
 pub mod health;
 pub mod origin;
 pub mod response;
+pub mod session_limits;
 
 #[cfg(test)]
 mod test_util;
