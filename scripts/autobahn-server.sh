@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Autobahn TestSuite, server side: kosoku's fuzzing client drives the example
+# server's /echo route through every case but 12.* and 13.* (permessage-deflate),
+# and this script fails unless every case is OK or INFORMATIONAL.
+#
+# Environment:
+#   AUTOBAHN_SERVER_CMD  run this command instead of building the example server;
+#                        it gets `--bind 127.0.0.1:PORT` appended and must echo on
+#                        /echo (e.g. to check a reference server the same way)
+#   AUTOBAHN_TIMEOUT     seconds the kosoku run may take (default 900)
+#
+# Reports: target/autobahn/server/index.html (open it in a browser), index.json.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+readonly EXPECTED_CASES=301
+readonly START_TIMEOUT=30
+readonly RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-900}
+readonly WORK_DIR=target/autobahn
+readonly OUT_DIR=$WORK_DIR/server
+readonly SERVER_LOG=$WORK_DIR/server.log
+
+server_pid=
+kosoku_pid=
+
+cleanup() {
+    [[ -z $kosoku_pid ]] || stop_process "$kosoku_pid"
+    [[ -z $server_pid ]] || stop_process "$server_pid"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_server_log() {
+    info "---- last 40 lines of $SERVER_LOG ----"
+    tail -n 40 "$SERVER_LOG" || true
+    info "---- end of server log ----"
+}
+
+ensure_venv
+ensure_apt_package timeout coreutils
+
+if [[ -n ${AUTOBAHN_SERVER_CMD:-} ]]; then
+    read -ra server_cmd <<<"$AUTOBAHN_SERVER_CMD"
+    info "server under test: $AUTOBAHN_SERVER_CMD (from AUTOBAHN_SERVER_CMD)"
+else
+    info "building the example server (release)"
+    cargo build --release --example server || die "cargo build --release --example server failed"
+    server_cmd=("$(cargo_target_dir)/release/examples/server")
+    [[ -x ${server_cmd[0]} ]] || die "the build left no executable at ${server_cmd[0]}"
+fi
+
+mkdir -p "$WORK_DIR"
+rm -rf "$OUT_DIR"
+port=$(free_port) || die "could not find a free port on 127.0.0.1"
+url="ws://127.0.0.1:$port/echo"
+
+info "starting: ${server_cmd[*]} --bind 127.0.0.1:$port (log: $SERVER_LOG)"
+"${server_cmd[@]}" --bind "127.0.0.1:$port" >"$SERVER_LOG" 2>&1 </dev/null &
+server_pid=$!
+if ! wait_for_port 127.0.0.1 "$port" "$START_TIMEOUT" "$server_pid"; then
+    show_server_log
+    die "the server under test did not start listening on 127.0.0.1:$port"
+fi
+
+info "kosoku $url (parallelism 8, cases 12.* and 13.* excluded, limit ${RUN_TIMEOUT}s)"
+started=$SECONDS
+kosoku_status=0
+# In the background so that a TERM or INT reaches the traps at once, not when
+# kosoku is done.
+timeout "$RUN_TIMEOUT" "$VENV/bin/kosoku" "$url" -p 8 -x '12.*' -x '13.*' -o "$OUT_DIR" &
+kosoku_pid=$!
+wait "$kosoku_pid" || kosoku_status=$?
+kosoku_pid=
+info "kosoku finished in $((SECONDS - started))s (exit status $kosoku_status)"
+
+if ! kill -0 "$server_pid" 2>/dev/null; then
+    show_server_log
+    die "the server under test exited during the run"
+fi
+if [[ $kosoku_status == 124 ]]; then
+    die "kosoku did not finish within ${RUN_TIMEOUT}s (AUTOBAHN_TIMEOUT)"
+fi
+[[ -f $OUT_DIR/index.json ]] \
+    || die "kosoku wrote no $OUT_DIR/index.json (exit status $kosoku_status)"
+
+# index.json is {agent: {case_id: {behavior, behaviorClose, remoteCloseCode,
+# duration, reportfile}}}; each case's own report (reportfile) says why.
+"$PYTHON" - "$OUT_DIR" "$EXPECTED_CASES" <<'EOF'
+import json
+import os
+import sys
+from collections import Counter
+
+out_dir, expected = sys.argv[1], int(sys.argv[2])
+PASSING = {"OK", "INFORMATIONAL"}
+
+with open(os.path.join(out_dir, "index.json")) as f:
+    index = json.load(f)
+
+
+def case_key(case_id):
+    return [int(part) for part in case_id.split(".")]
+
+
+def why(entry):
+    try:
+        with open(os.path.join(out_dir, entry["reportfile"])) as f:
+            return json.load(f).get("result") or ""
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
+behaviors, closes = Counter(), Counter()
+failures, close_warnings = [], []
+for agent, cases in index.items():
+    label = f"{agent} " if len(index) > 1 else ""
+    for case_id in sorted(cases, key=case_key):
+        entry = cases[case_id]
+        behavior, close = entry["behavior"], entry.get("behaviorClose", "?")
+        behaviors[behavior] += 1
+        closes[close] += 1
+        line = (
+            f"  {label}{case_id:<8} {behavior:<14} close: {close}, "
+            f"remote close code {entry.get('remoteCloseCode')}. {why(entry)}"
+        )
+        if behavior not in PASSING:
+            failures.append(line)
+        elif close not in PASSING:
+            close_warnings.append(line)
+
+total = sum(behaviors.values())
+print(f"agent: {', '.join(index) or '(none)'}")
+print(f"{total} cases by behavior:")
+for behavior, count in behaviors.most_common():
+    print(f"  {behavior:<14} {count}")
+print("by closing-handshake behavior: " + ", ".join(f"{k} {v}" for k, v in closes.most_common()))
+
+if failures:
+    print(f"\n{len(failures)} cases are neither OK nor INFORMATIONAL:")
+    print("\n".join(failures))
+if close_warnings:
+    print(f"\nnote: {len(close_warnings)} passing cases have an odd closing handshake:")
+    print("\n".join(close_warnings))
+
+problems = []
+if failures:
+    problems.append(f"{len(failures)} of {total} cases are not OK or INFORMATIONAL")
+if total < expected:
+    problems.append(f"only {total} cases ran, expected at least {expected}")
+if problems:
+    print("\nAutobahn server conformance FAILED: " + "; ".join(problems))
+    print(f"details: {os.path.join(out_dir, 'index.html')}")
+    sys.exit(1)
+print(f"\nAutobahn server conformance passed: all {total} cases OK or INFORMATIONAL")
+EOF
