@@ -23,6 +23,7 @@ pub mod conn_limit;
 pub mod extensions;
 pub mod health;
 pub mod origin;
+pub mod rate_limit;
 pub mod response;
 pub mod session_limits;
 
