@@ -1,1 +1,44 @@
-//! placeholder
+//! Estuary: a WebSocket server framework on hyper, tower, tokio and fastwebsockets.
+//!
+//! The WebSocket upgrade is a tower [`Service`](tower_service::Service),
+//! [`WebSocketService`], that ends in your per-connection [`Handler`]. Around it, the
+//! layers in [`middleware`] add authentication, rate limits, connection caps, session
+//! limits, health routing and origin checks; [`Server`] serves the stack with graceful
+//! shutdown. Every piece also works on its own in an axum or hyper app.
+//!
+//! ```no_run
+//! use estuary::{handler_fn, Conn, Message, Server, WebSocketService};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+//!         let _ = conn.send(msg);
+//!     }));
+//!     Server::bind("127.0.0.1:3000".parse().unwrap())?.serve(echo).await
+//! }
+//! ```
+//!
+//! The connection engine is strict RFC 6455: it validates UTF-8 as bytes arrive and fails
+//! on the first invalid one, checks close codes and reasons, bounds message size, answers
+//! pings, sends keep-alive pings, and coalesces writes so a burst of frames costs one
+//! system call.
+
+#![warn(missing_docs)]
+
+mod engine;
+mod handler;
+mod server;
+mod session;
+mod upgrade;
+
+/// The tower layers (the `estuary-middleware` crate).
+pub use estuary_middleware as middleware;
+
+pub use engine::{
+    CloseError, CloseReason, Prepared, ProtocolError, SendError, SessionHandle, SlowConsumerPolicy,
+    WebSocketConfig,
+};
+pub use handler::{handler_fn, Conn, Handler, HandlerFn, Info, Message, Utf8Bytes};
+pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
+pub use session::Session;
+pub use upgrade::{HandshakeError, WebSocketService};

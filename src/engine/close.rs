@@ -1,0 +1,266 @@
+//! Close codes, close reasons, and the one place that maps why a connection ended to the
+//! close code its peer sees.
+
+use std::fmt;
+
+/// The largest close reason, in bytes: a control frame carries at most 125 bytes, two of
+/// which are the code.
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// Why a connection ended, as the handler's `terminate` sees it.
+///
+/// [`CloseReason::code`] is the close code the engine sent (or received) for it.
+///
+/// ```
+/// use estuary::CloseReason;
+///
+/// let reason = CloseReason::Remote { code: 1000, reason: "bye".into() };
+/// assert_eq!(reason.code(), 1000);
+/// assert_eq!(CloseReason::Shutdown.code(), 1001);
+/// assert_eq!(CloseReason::RateLimited.code(), 1008);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer sent a close frame (code 1005 when it carried none).
+    Remote {
+        /// The peer's close code.
+        code: u16,
+        /// The peer's close reason.
+        reason: String,
+    },
+    /// The handler called `Conn::close`.
+    Local {
+        /// The code the handler chose.
+        code: u16,
+        /// The reason the handler gave.
+        reason: String,
+    },
+    /// Nothing arrived from the peer within the idle timeout, or a keep-alive ping went
+    /// unanswered.
+    Idle,
+    /// The connection reached its max age.
+    MaxAge,
+    /// The peer sent frames faster than its message rate allows.
+    RateLimited,
+    /// The peer sent a message larger than the max message size.
+    MessageTooBig,
+    /// The peer did not read fast enough and its outbound queue filled up.
+    SlowConsumer,
+    /// The peer broke RFC 6455.
+    Protocol(ProtocolError),
+    /// The server is shutting down.
+    Shutdown,
+    /// The handler panicked.
+    HandlerPanic,
+    /// The socket closed or failed without a close handshake.
+    ConnectionLost,
+}
+
+impl CloseReason {
+    /// The close code that goes with this reason.
+    pub fn code(&self) -> u16 {
+        match self {
+            CloseReason::Remote { code, .. } | CloseReason::Local { code, .. } => *code,
+            CloseReason::Idle => 1000,
+            CloseReason::MaxAge | CloseReason::Shutdown => 1001,
+            CloseReason::RateLimited | CloseReason::SlowConsumer => 1008,
+            CloseReason::MessageTooBig => 1009,
+            CloseReason::Protocol(e) => e.code(),
+            CloseReason::HandlerPanic => 1011,
+            CloseReason::ConnectionLost => 1006,
+        }
+    }
+
+    /// The close reason text that goes with this reason on the wire.
+    pub fn text(&self) -> &str {
+        match self {
+            CloseReason::Remote { reason, .. } | CloseReason::Local { reason, .. } => reason,
+            CloseReason::Idle => "idle timeout",
+            CloseReason::MaxAge => "max connection age reached",
+            CloseReason::RateLimited => "message rate limit exceeded",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::Protocol(e) => e.text(),
+            CloseReason::Shutdown => "going away",
+            CloseReason::HandlerPanic => "internal error",
+            CloseReason::ConnectionLost => "connection lost",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.text(), self.code())
+    }
+}
+
+/// A violation of RFC 6455 by the peer; the engine closes with 1002 or 1007.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// RSV1-3 set without a negotiated extension.
+    ReservedBits,
+    /// An opcode RFC 6455 reserves.
+    ReservedOpcode(u8),
+    /// A client frame without a mask.
+    UnmaskedFrame,
+    /// A server frame with a mask.
+    MaskedFrame,
+    /// A control frame with FIN unset.
+    FragmentedControl,
+    /// A control frame with more than 125 bytes of payload.
+    ControlTooLong,
+    /// A 64-bit length with the most significant bit set.
+    InvalidLength,
+    /// A continuation frame with no message to continue.
+    UnexpectedContinuation,
+    /// A new text or binary frame while a fragmented message is unfinished.
+    ExpectedContinuation,
+    /// A close frame whose payload is one byte long.
+    CloseTooShort,
+    /// A close code that may not be sent on the wire.
+    InvalidCloseCode(u16),
+    /// Invalid UTF-8 in a text message (close 1007).
+    InvalidUtf8,
+    /// Invalid UTF-8 in a close reason (close 1007).
+    InvalidCloseReason,
+}
+
+impl ProtocolError {
+    /// 1007 for bad UTF-8, 1002 for everything else.
+    pub fn code(&self) -> u16 {
+        match self {
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => 1007,
+            _ => 1002,
+        }
+    }
+
+    /// A short description, used as the close reason.
+    pub fn text(&self) -> &'static str {
+        match self {
+            ProtocolError::ReservedBits => "reserved bits set without an extension",
+            ProtocolError::ReservedOpcode(_) => "reserved opcode",
+            ProtocolError::UnmaskedFrame => "client frames must be masked",
+            ProtocolError::MaskedFrame => "server frames must not be masked",
+            ProtocolError::FragmentedControl => "control frames must not be fragmented",
+            ProtocolError::ControlTooLong => "control frame payload over 125 bytes",
+            ProtocolError::InvalidLength => "payload length has its top bit set",
+            ProtocolError::UnexpectedContinuation => "continuation frame without a message",
+            ProtocolError::ExpectedContinuation => "new message before the last one finished",
+            ProtocolError::CloseTooShort => "close frame payload of 1 byte",
+            ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::InvalidUtf8 => "invalid UTF-8 in text message",
+            ProtocolError::InvalidCloseReason => "invalid UTF-8 in close reason",
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
+            ProtocolError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
+            other => f.write_str(other.text()),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// A close code or reason that `Conn::close` refuses to send.
+///
+/// ```
+/// use estuary::CloseError;
+///
+/// assert_eq!(
+///     CloseError::InvalidCode(1005).to_string(),
+///     "close code 1005 may not be sent: use 1000-1003, 1007-1014 or 3000-4999",
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// The code is reserved, unassigned, or only for local use (1005, 1006, 1015).
+    InvalidCode(u16),
+    /// The reason is longer than 123 bytes.
+    ReasonTooLong(usize),
+    /// The connection is already closing.
+    AlreadyClosing,
+}
+
+impl fmt::Display for CloseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseError::InvalidCode(code) => write!(
+                f,
+                "close code {code} may not be sent: use 1000-1003, 1007-1014 or 3000-4999"
+            ),
+            CloseError::ReasonTooLong(len) => write!(
+                f,
+                "close reason is {len} bytes; at most {MAX_CLOSE_REASON} fit in a close frame"
+            ),
+            CloseError::AlreadyClosing => f.write_str("the connection is already closing"),
+        }
+    }
+}
+
+impl std::error::Error for CloseError {}
+
+/// Whether `code` may appear in a close frame on the wire (RFC 6455 7.4 and the IANA
+/// registry: 1012-1014 were registered after the RFC).
+pub(crate) fn is_valid_wire_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Checks a code and reason the application wants to send.
+pub(crate) fn validate_outgoing(code: u16, reason: &str) -> Result<(), CloseError> {
+    if !is_valid_wire_code(code) {
+        return Err(CloseError::InvalidCode(code));
+    }
+    if reason.len() > MAX_CLOSE_REASON {
+        return Err(CloseError::ReasonTooLong(reason.len()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_codes_match_the_registry() {
+        for code in [1000, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
+            assert!(is_valid_wire_code(code), "{code} is valid");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000] {
+            assert!(!is_valid_wire_code(code), "{code} is invalid");
+        }
+    }
+
+    #[test]
+    fn outgoing_reason_longer_than_a_control_frame_is_refused() {
+        assert_eq!(validate_outgoing(1000, &"x".repeat(123)), Ok(()));
+        assert_eq!(
+            validate_outgoing(1000, &"x".repeat(124)),
+            Err(CloseError::ReasonTooLong(124))
+        );
+    }
+
+    #[test]
+    fn every_reason_text_fits_in_a_close_frame() {
+        let reasons = [
+            CloseReason::Idle,
+            CloseReason::MaxAge,
+            CloseReason::RateLimited,
+            CloseReason::MessageTooBig,
+            CloseReason::SlowConsumer,
+            CloseReason::Shutdown,
+            CloseReason::HandlerPanic,
+            CloseReason::Protocol(ProtocolError::ExpectedContinuation),
+        ];
+        for r in reasons {
+            assert!(validate_outgoing(r.code(), r.text()).is_ok(), "{r}");
+        }
+    }
+}

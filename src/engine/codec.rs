@@ -1,0 +1,364 @@
+//! The RFC 6455 frame codec, free of I/O.
+//!
+//! [`Decoder::decode`] takes bytes as they arrive and yields whole messages and control
+//! frames. It checks everything the RFC asks of a receiver as early as it can: a header is
+//! rejected before its payload arrives (so a frame declaring 2^63 bytes costs nothing), and
+//! text is unmasked and UTF-8 validated chunk by chunk as it arrives, so the connection
+//! fails on the first invalid byte rather than at the end of the message.
+//!
+//! [`encode_header`] and [`encode_frame`] write frames; server frames are unmasked, client
+//! frames masked.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::close::{is_valid_wire_code, ProtocolError};
+use super::utf8::Utf8Validator;
+use crate::handler::{Message, Utf8Bytes};
+
+/// Which end of the connection this codec runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Receives masked frames, sends unmasked ones.
+    Server,
+    /// Receives unmasked frames, sends masked ones.
+    #[allow(dead_code)] // used by the client, which builds on the same codec
+    Client,
+}
+
+/// Frame opcodes (RFC 6455 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpCode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl OpCode {
+    fn from_u8(op: u8) -> Result<Self, ProtocolError> {
+        Ok(match op {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            other => return Err(ProtocolError::ReservedOpcode(other)),
+        })
+    }
+
+    fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// What the decoder produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// A whole, validated message.
+    Message(Message),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// A close frame: `None` when it carried no code.
+    Close(Option<(u16, Utf8Bytes)>),
+}
+
+/// Why decoding stopped for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    Protocol(ProtocolError),
+    /// The message would exceed the max message size.
+    TooBig,
+}
+
+impl From<ProtocolError> for DecodeError {
+    fn from(e: ProtocolError) -> Self {
+        DecodeError::Protocol(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    fin: bool,
+    opcode: OpCode,
+    mask: Option<[u8; 4]>,
+    len: usize,
+}
+
+/// A fragmented message being put together.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    data: BytesMut,
+}
+
+/// The receive half of the protocol state machine.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    role: Role,
+    max_message_size: usize,
+    /// The header of the frame whose payload is arriving, and how much of that payload is
+    /// already unmasked (and, for text, validated) at the front of the buffer.
+    current: Option<(Header, usize)>,
+    partial: Option<Partial>,
+    utf8: Utf8Validator,
+}
+
+impl Decoder {
+    pub(crate) fn new(role: Role, max_message_size: usize) -> Self {
+        Self {
+            role,
+            max_message_size,
+            current: None,
+            partial: None,
+            utf8: Utf8Validator::default(),
+        }
+    }
+
+    /// How many more bytes the frame in progress needs, to size the next read.
+    pub(crate) fn wanted(&self, buffered: usize) -> usize {
+        match self.current {
+            Some((h, _)) => h.len.saturating_sub(buffered),
+            None => 0,
+        }
+    }
+
+    /// Whether a fragmented message or a frame is half-way through.
+    pub(crate) fn is_mid_message(&self) -> bool {
+        self.current.is_some() || self.partial.is_some()
+    }
+
+    /// Decodes the next frame from the front of `buf`, consuming it.
+    ///
+    /// `Ok(None)` means more bytes are needed; the bytes seen so far were checked.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        loop {
+            let (header, done) = match self.current {
+                Some(current) => current,
+                None => match self.decode_header(buf)? {
+                    Some(header) => (header, 0),
+                    None => return Ok(None),
+                },
+            };
+
+            let available = buf.len().min(header.len);
+            if available > done {
+                let chunk = &mut buf[done..available];
+                if let Some(mask) = header.mask {
+                    fastwebsockets::unmask(chunk, rotate(mask, done));
+                }
+                if self.is_text(header.opcode) {
+                    self.utf8
+                        .feed(chunk)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+            }
+            if available < header.len {
+                self.current = Some((header, available));
+                return Ok(None);
+            }
+            self.current = None;
+            let payload = buf.split_to(header.len);
+            if let Some(frame) = self.complete(header, payload)? {
+                return Ok(Some(frame));
+            }
+        }
+    }
+
+    fn is_text(&self, opcode: OpCode) -> bool {
+        match opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
+            _ => false,
+        }
+    }
+
+    fn decode_header(&mut self, buf: &mut BytesMut) -> Result<Option<Header>, DecodeError> {
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        let (b0, b1) = (buf[0], buf[1]);
+        if b0 & 0x70 != 0 {
+            return Err(ProtocolError::ReservedBits.into());
+        }
+        let fin = b0 & 0x80 != 0;
+        let opcode = OpCode::from_u8(b0 & 0x0F)?;
+        let masked = b1 & 0x80 != 0;
+        match (self.role, masked) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame.into()),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame.into()),
+            _ => {}
+        }
+        let len7 = (b1 & 0x7F) as usize;
+        if opcode.is_control() {
+            if !fin {
+                return Err(ProtocolError::FragmentedControl.into());
+            }
+            if len7 > 125 {
+                return Err(ProtocolError::ControlTooLong.into());
+            }
+        } else {
+            match (opcode, self.partial.is_some()) {
+                (OpCode::Continuation, false) => {
+                    return Err(ProtocolError::UnexpectedContinuation.into())
+                }
+                (OpCode::Text | OpCode::Binary, true) => {
+                    return Err(ProtocolError::ExpectedContinuation.into())
+                }
+                _ => {}
+            }
+        }
+        let ext = match len7 {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let header_len = 2 + ext + if masked { 4 } else { 0 };
+        if buf.len() < header_len {
+            return Ok(None);
+        }
+        let len = match ext {
+            2 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
+            8 => u64::from_be_bytes(buf[2..10].try_into().expect("slice of 8 bytes")),
+            _ => len7 as u64,
+        };
+        if len >> 63 != 0 {
+            return Err(ProtocolError::InvalidLength.into());
+        }
+        if !opcode.is_control() {
+            let so_far = self.partial.as_ref().map_or(0, |p| p.data.len()) as u64;
+            if so_far.saturating_add(len) > self.max_message_size as u64 {
+                return Err(DecodeError::TooBig);
+            }
+        }
+        let mask = masked.then(|| {
+            let at = header_len - 4;
+            [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]
+        });
+        buf.advance(header_len);
+        let len = len as usize; // bounded by max_message_size (data) or 125 (control)
+        if opcode == OpCode::Text {
+            self.utf8.reset();
+        }
+        Ok(Some(Header {
+            fin,
+            opcode,
+            mask,
+            len,
+        }))
+    }
+
+    /// Finishes a frame whose payload is all here; `None` for a fragment that does not end
+    /// its message.
+    fn complete(&mut self, header: Header, payload: BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let frame = match header.opcode {
+            OpCode::Ping => Frame::Ping(payload.freeze()),
+            OpCode::Pong => Frame::Pong(payload.freeze()),
+            OpCode::Close => decode_close(payload)?,
+            OpCode::Text | OpCode::Binary => {
+                let text = header.opcode == OpCode::Text;
+                if !header.fin {
+                    self.partial = Some(Partial { text, data: payload });
+                    return Ok(None);
+                }
+                self.finish_message(text, payload)?
+            }
+            OpCode::Continuation => {
+                let partial = self
+                    .partial
+                    .as_mut()
+                    .expect("continuation frames are only accepted mid-message");
+                partial.data.extend_from_slice(&payload);
+                if !header.fin {
+                    return Ok(None);
+                }
+                let Partial { text, data } = self.partial.take().expect("checked above");
+                self.finish_message(text, data)?
+            }
+        };
+        Ok(Some(frame))
+    }
+
+    fn finish_message(&mut self, text: bool, payload: BytesMut) -> Result<Frame, DecodeError> {
+        let payload = payload.freeze();
+        if !text {
+            return Ok(Frame::Message(Message::Binary(payload)));
+        }
+        self.utf8
+            .finish()
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+        // SAFETY: every byte of the payload went through `self.utf8` as it arrived, and
+        // `finish` confirmed no code point is cut off at the end.
+        let text = unsafe { Utf8Bytes::from_bytes_unchecked(payload) };
+        Ok(Frame::Message(Message::Text(text)))
+    }
+}
+
+fn decode_close(mut payload: BytesMut) -> Result<Frame, ProtocolError> {
+    match payload.len() {
+        0 => Ok(Frame::Close(None)),
+        1 => Err(ProtocolError::CloseTooShort),
+        _ => {
+            let code = payload.get_u16();
+            if !is_valid_wire_code(code) {
+                return Err(ProtocolError::InvalidCloseCode(code));
+            }
+            let reason = Utf8Bytes::try_from(payload.freeze())
+                .map_err(|_| ProtocolError::InvalidCloseReason)?;
+            Ok(Frame::Close(Some((code, reason))))
+        }
+    }
+}
+
+/// The mask as it applies from byte `offset` of the payload on.
+fn rotate(mask: [u8; 4], offset: usize) -> [u8; 4] {
+    let mut m = mask;
+    m.rotate_left(offset % 4);
+    m
+}
+
+/// Writes a frame header for a payload of `len` bytes.
+pub(crate) fn encode_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: usize, mask: Option<[u8; 4]>) {
+    let b0 = (fin as u8) << 7 | opcode as u8;
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    if len < 126 {
+        out.put_slice(&[b0, mask_bit | len as u8]);
+    } else if len <= u16::MAX as usize {
+        out.put_slice(&[b0, mask_bit | 126]);
+        out.put_u16(len as u16);
+    } else {
+        out.put_slice(&[b0, mask_bit | 127]);
+        out.put_u64(len as u64);
+    }
+    if let Some(mask) = mask {
+        out.put_slice(&mask);
+    }
+}
+
+/// Writes a whole frame: header and payload, masked when `mask` is given.
+pub(crate) fn encode_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+    out.reserve(payload.len() + 14);
+    encode_header(out, true, opcode, payload.len(), mask);
+    let start = out.len();
+    out.put_slice(payload);
+    if let Some(mask) = mask {
+        fastwebsockets::unmask(&mut out[start..], mask);
+    }
+}
+
+/// Writes a close frame; `code` and `reason` were validated by the caller.
+pub(crate) fn encode_close(out: &mut BytesMut, code: Option<u16>, reason: &str, mask: Option<[u8; 4]>) {
+    let mut payload = [0u8; 125];
+    let len = match code {
+        Some(code) => {
+            payload[..2].copy_from_slice(&code.to_be_bytes());
+            let reason = &reason.as_bytes()[..reason.len().min(123)];
+            payload[2..2 + reason.len()].copy_from_slice(reason);
+            2 + reason.len()
+        }
+        None => 0,
+    };
+    encode_frame(out, OpCode::Close, &payload[..len], mask);
+}

@@ -1,0 +1,123 @@
+use std::time::Duration;
+
+use estuary_middleware::SessionLimits;
+
+/// What the engine does when a peer reads slower than the server sends to it.
+///
+/// ```
+/// use estuary::{SlowConsumerPolicy, WebSocketConfig};
+///
+/// let config = WebSocketConfig::default().with_slow_consumer(SlowConsumerPolicy::DropNewest);
+/// assert_eq!(config.slow_consumer, SlowConsumerPolicy::DropNewest);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with 1008 "slow consumer" (the default).
+    #[default]
+    Disconnect,
+    /// Refuse the message that does not fit; the sender gets `SendError::QueueFull`.
+    DropNewest,
+}
+
+/// How the connection engine runs a socket. A plain struct with documented defaults.
+///
+/// Per-connection limits inserted by `SessionLimitsLayer` override [`WebSocketConfig::limits`]
+/// field by field.
+///
+/// ```
+/// use estuary::WebSocketConfig;
+/// use std::time::Duration;
+///
+/// let config = WebSocketConfig::default()
+///     .with_max_message_size(1 << 20)
+///     .with_keepalive(Some(Duration::from_secs(15)), Duration::from_secs(10));
+/// assert_eq!(config.max_message_size, 1 << 20);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebSocketConfig {
+    /// The largest message (all fragments) a peer may send; over it, close 1009.
+    /// Default 64 MiB.
+    pub max_message_size: usize,
+    /// Send a ping after this long without hearing from the peer. Default 30 s; `None`
+    /// turns keep-alive off.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keep-alive ping may go unanswered before the connection is closed as
+    /// idle. Default 20 s.
+    pub keepalive_timeout: Duration,
+    /// How long to wait for the peer's close frame (and for the socket to drain) after
+    /// the engine sent its own. Default 5 s.
+    pub close_timeout: Duration,
+    /// The most bytes that may wait in a connection's outbound queue. Default 8 MiB.
+    pub max_queued_bytes: usize,
+    /// What happens when the queue is full. Default [`SlowConsumerPolicy::Disconnect`].
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Idle timeout, max age, message rate and max message size for every connection,
+    /// unless a `SessionLimits` extension on the request says otherwise. Default: none.
+    pub limits: SessionLimits,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 << 20,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+            max_queued_bytes: 8 << 20,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            limits: SessionLimits::default(),
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// Sets the max message size in bytes.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the keep-alive ping interval (`None`: off) and the pong deadline.
+    pub fn with_keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Sets the close handshake timeout.
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets the outbound queue bound in bytes.
+    pub fn with_max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// Sets the slow-consumer policy.
+    pub fn with_slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.slow_consumer = policy;
+        self
+    }
+
+    /// Sets the default per-connection limits.
+    pub fn with_limits(mut self, limits: SessionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits for one connection: the request's `SessionLimits`, falling back to ours.
+    pub(crate) fn limits_for(&self, request: Option<&SessionLimits>) -> SessionLimits {
+        let ours = self.limits;
+        let Some(theirs) = request else { return ours };
+        SessionLimits {
+            idle_timeout: theirs.idle_timeout.or(ours.idle_timeout),
+            max_age: theirs.max_age.or(ours.max_age),
+            message_rate: theirs.message_rate.or(ours.message_rate),
+            max_message_size: theirs.max_message_size.or(ours.max_message_size),
+        }
+    }
+}

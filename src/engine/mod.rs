@@ -1,0 +1,379 @@
+//! The connection engine: one task per connection owns the socket.
+//!
+//! It reads frames through the [`codec`], runs the handler, enforces limits and timers, and
+//! writes. Writes coalesce: whatever the handler sent and whatever other tasks queued is
+//! drained into one buffer and written with one call, so a burst costs one syscall.
+//! Reading stops while too much is unsent, which pushes back on a peer that sends without
+//! reading.
+
+pub(crate) mod close;
+pub(crate) mod codec;
+mod config;
+mod prepared;
+mod queue;
+mod utf8;
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use estuary_middleware::SessionLimits;
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{Instant, Sleep};
+
+pub use close::{CloseError, CloseReason, ProtocolError};
+pub use config::{SlowConsumerPolicy, WebSocketConfig};
+pub use prepared::Prepared;
+pub(crate) use queue::Outbound;
+pub use queue::{SendError, SessionHandle};
+
+use codec::{encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
+pub(crate) use queue::Inbox;
+use queue::QueueState;
+
+use crate::handler::{Conn, Handler};
+
+/// Above this many unsent bytes the engine stops reading the socket and the queue.
+const HIGH_WATER: usize = 64 * 1024;
+/// The smallest read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Buffers that grew past this for a large message are released once empty.
+const KEEP_CAPACITY: usize = 256 * 1024;
+/// How long to wait for the peer to close its side after a failed connection.
+const FAIL_LINGER: Duration = Duration::from_secs(1);
+
+/// A socket the engine can run on.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// What woke the engine.
+enum Event {
+    Read,
+    Eof,
+    Failed(io::Error),
+    Queued(Outbound),
+    Timer,
+}
+
+/// How the main loop ended.
+enum Ending {
+    /// The close handshake finished or failed: flush, half-close, and wait for the peer.
+    Linger(Duration),
+    /// The socket is gone.
+    Drop,
+}
+
+/// One connection's socket, buffers and timers.
+pub(crate) struct Engine<S> {
+    io: S,
+    rbuf: BytesMut,
+    decoder: Decoder,
+    rx: UnboundedReceiver<Outbound>,
+    queue: Arc<QueueState>,
+    config: Arc<WebSocketConfig>,
+    limits: SessionLimits,
+    opened: Instant,
+    last_rx: Instant,
+    ping_sent: Option<Instant>,
+    rate_window: (Instant, u32),
+    close_deadline: Option<Instant>,
+    unflushed: bool,
+}
+
+impl<S: Io> Engine<S> {
+    /// An engine for `io`, with bytes the HTTP layer already read in `rbuf`.
+    pub(crate) fn new(
+        io: S,
+        rbuf: BytesMut,
+        config: Arc<WebSocketConfig>,
+        limits: SessionLimits,
+        inbox: Inbox,
+    ) -> Self {
+        let max_message = limits.max_message_size.unwrap_or(config.max_message_size);
+        let now = Instant::now();
+        Self {
+            io,
+            rbuf,
+            decoder: Decoder::new(Role::Server, max_message),
+            rx: inbox.rx,
+            queue: inbox.state,
+            config,
+            limits,
+            opened: now,
+            last_rx: now,
+            ping_sent: None,
+            rate_window: (now, 0),
+            close_deadline: None,
+            unflushed: false,
+        }
+    }
+
+    /// Runs the connection to its end, then the handler's `terminate`.
+    pub(crate) async fn run<H: Handler>(mut self, mut handler: H, mut conn: Conn) {
+        let sleep = tokio::time::sleep_until(self.next_deadline(&conn));
+        tokio::pin!(sleep);
+
+        if guarded(handler.init(&mut conn)).await.is_err() {
+            conn.start_close(CloseReason::HandlerPanic);
+        }
+        let ending = self.drive(&mut handler, &mut conn, sleep.as_mut()).await;
+        let reason = conn
+            .closing_reason()
+            .cloned()
+            .unwrap_or(CloseReason::ConnectionLost);
+        conn.mark_closed(reason.clone());
+        self.queue.close();
+        if let Ending::Linger(timeout) = ending {
+            self.linger(conn.out(), timeout).await;
+        }
+        tracing::debug!(%reason, "websocket closed");
+        if guarded(handler.terminate(&mut conn, reason)).await.is_err() {
+            tracing::error!("handler panicked in terminate");
+        }
+    }
+
+    async fn drive<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        conn: &mut Conn,
+        mut sleep: Pin<&mut Sleep>,
+    ) -> Ending {
+        loop {
+            self.note_closing(conn);
+            let event = poll_fn(|cx| self.poll_event(cx, conn, sleep.as_mut())).await;
+            match event {
+                Event::Read => {
+                    if let Some(ending) = self.on_read(handler, conn).await {
+                        return ending;
+                    }
+                }
+                Event::Eof => return Ending::Drop,
+                Event::Failed(e) => {
+                    tracing::debug!(error = %e, "websocket I/O failed");
+                    return Ending::Drop;
+                }
+                Event::Queued(Outbound::Info(info)) => {
+                    if !conn.is_closing() && guarded(handler.on_info(conn, info)).await.is_err() {
+                        conn.start_close(CloseReason::HandlerPanic);
+                    }
+                }
+                Event::Queued(Outbound::Close(reason)) => conn.start_close(reason),
+                Event::Queued(Outbound::Frame(_)) => unreachable!("frames are written in poll_event"),
+                Event::Timer => {
+                    if let Some(ending) = self.on_timer(conn) {
+                        return ending;
+                    }
+                    sleep.as_mut().reset(self.next_deadline(conn));
+                    continue;
+                }
+            }
+            let next = self.next_deadline(conn);
+            if next < sleep.deadline() {
+                sleep.as_mut().reset(next);
+            }
+        }
+    }
+
+    /// Handles every whole frame in the read buffer.
+    async fn on_read<H: Handler>(&mut self, handler: &mut H, conn: &mut Conn) -> Option<Ending> {
+        let now = Instant::now();
+        self.last_rx = now;
+        loop {
+            let frame = match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    let reason = match error {
+                        DecodeError::TooBig => CloseReason::MessageTooBig,
+                        DecodeError::Protocol(e) => CloseReason::Protocol(e),
+                    };
+                    tracing::debug!(%reason, "closing on bad input");
+                    conn.start_close(reason);
+                    return Some(Ending::Linger(FAIL_LINGER));
+                }
+            };
+            if !matches!(frame, Frame::Close(_)) && !conn.is_closing() && self.over_rate(now) {
+                conn.start_close(CloseReason::RateLimited);
+                self.note_closing(conn);
+            }
+            match frame {
+                Frame::Message(message) => {
+                    if !conn.is_closing() && guarded(handler.on_message(conn, message)).await.is_err() {
+                        tracing::error!("handler panicked in on_message");
+                        conn.start_close(CloseReason::HandlerPanic);
+                    }
+                }
+                Frame::Ping(payload) => conn.write_pong(&payload),
+                Frame::Pong(_) => self.ping_sent = None,
+                Frame::Close(close) => {
+                    let code = close.as_ref().map(|(code, _)| *code);
+                    let reason = CloseReason::Remote {
+                        code: code.unwrap_or(1005),
+                        reason: close.map(|(_, r)| r.to_string()).unwrap_or_default(),
+                    };
+                    conn.answer_close(code, reason);
+                    return Some(Ending::Linger(self.config.close_timeout));
+                }
+            }
+        }
+        if self.rbuf.is_empty() && !self.decoder.is_mid_message() && self.rbuf.capacity() > KEEP_CAPACITY {
+            self.rbuf = BytesMut::new();
+        }
+        None
+    }
+
+    fn on_timer(&mut self, conn: &mut Conn) -> Option<Ending> {
+        let now = Instant::now();
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            return Some(Ending::Drop);
+        }
+        if conn.is_closing() {
+            return None;
+        }
+        if self.limits.max_age.is_some_and(|age| now >= self.opened + age) {
+            conn.start_close(CloseReason::MaxAge);
+        } else if self.ping_sent.is_some_and(|sent| now >= sent + self.config.keepalive_timeout)
+            || self.limits.idle_timeout.is_some_and(|idle| now >= self.last_rx + idle)
+        {
+            conn.start_close(CloseReason::Idle);
+        } else if let Some(interval) = self.config.keepalive_interval {
+            if self.ping_sent.is_none() && now >= self.last_rx + interval {
+                encode_frame(conn.out(), OpCode::Ping, b"", None);
+                self.ping_sent = Some(now);
+            }
+        }
+        self.note_closing(conn);
+        None
+    }
+
+    /// Arms the close timeout the first time the connection is seen closing.
+    fn note_closing(&mut self, conn: &Conn) {
+        if conn.is_closing() && self.close_deadline.is_none() {
+            self.close_deadline = Some(Instant::now() + self.config.close_timeout);
+            self.queue.close();
+        }
+    }
+
+    /// Counts a frame against the message rate; true when it is one too many.
+    fn over_rate(&mut self, now: Instant) -> bool {
+        let Some(rate) = self.limits.message_rate else {
+            return false;
+        };
+        let (start, count) = &mut self.rate_window;
+        if now >= *start + rate.duration {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count > rate.capacity
+    }
+
+    /// The earliest moment a timer may need attention.
+    fn next_deadline(&self, conn: &Conn) -> Instant {
+        let far = self.opened + Duration::from_secs(86_400 * 365);
+        if let Some(deadline) = self.close_deadline {
+            return deadline;
+        }
+        if conn.is_closing() {
+            return far;
+        }
+        let keepalive = match (self.ping_sent, self.config.keepalive_interval) {
+            (Some(sent), _) => Some(sent + self.config.keepalive_timeout),
+            (None, Some(interval)) => Some(self.last_rx + interval),
+            (None, None) => None,
+        };
+        [
+            keepalive,
+            self.limits.idle_timeout.map(|idle| self.last_rx + idle),
+            self.limits.max_age.map(|age| self.opened + age),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
+    }
+
+    /// Drains the queue into the write buffer, writes, then waits for input or a timer.
+    fn poll_event(&mut self, cx: &mut Context<'_>, conn: &mut Conn, sleep: Pin<&mut Sleep>) -> Poll<Event> {
+        if !conn.is_closing() {
+            let out = conn.out();
+            while out.len() < HIGH_WATER {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(Outbound::Frame(frame))) => {
+                        self.queue.dequeued(frame.len());
+                        out.extend_from_slice(&frame);
+                    }
+                    Poll::Ready(Some(other)) => return Poll::Ready(Event::Queued(other)),
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+        }
+        if let Poll::Ready(Err(e)) = self.poll_write_out(cx, conn.out()) {
+            return Poll::Ready(Event::Failed(e));
+        }
+        if conn.out().len() < HIGH_WATER {
+            let want = self.decoder.wanted(self.rbuf.len()).max(READ_CHUNK);
+            self.rbuf.reserve(want);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Event::Read),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Pending => {}
+            }
+        }
+        if sleep.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// Writes as much of `out` as the socket takes, flushing once it is all written.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, out: &mut BytesMut) -> Poll<io::Result<()>> {
+        while !out.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            out.advance(n);
+            self.unflushed = true;
+        }
+        if out.capacity() > KEEP_CAPACITY {
+            *out = BytesMut::new();
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends what is left (the close frame), half-closes, and waits for the peer to close
+    /// its side so the close frame is not lost to a reset.
+    async fn linger(&mut self, out: &mut BytesMut, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let _ = tokio::time::timeout_at(deadline, async {
+            poll_fn(|cx| self.poll_write_out(cx, out)).await?;
+            self.io.shutdown().await?;
+            loop {
+                self.rbuf.clear();
+                self.rbuf.reserve(READ_CHUNK);
+                if tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf).await? == 0 {
+                    return Ok::<_, io::Error>(());
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs a handler callback, turning a panic into an error.
+async fn guarded<F: Future<Output = ()>>(callback: F) -> Result<(), ()> {
+    AssertUnwindSafe(callback).catch_unwind().await.map_err(|_| ())
+}

@@ -1,0 +1,203 @@
+//! The per-connection outbound queue, and the handle other tasks send through.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::close::{validate_outgoing, CloseError, CloseReason};
+use super::config::SlowConsumerPolicy;
+use super::prepared::Prepared;
+use crate::handler::{Info, Message};
+
+/// What other tasks put in a connection's queue.
+pub(crate) enum Outbound {
+    /// An encoded frame, written as-is.
+    Frame(Bytes),
+    /// An event for the handler's `on_info`.
+    Info(Info),
+    /// Close the connection for this reason.
+    Close(CloseReason),
+}
+
+/// The queue's bound, shared between the handles and the engine. The channel itself is
+/// unbounded so that a close request always fits; the bound is kept here, in bytes.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    queued: AtomicUsize,
+    max: usize,
+    policy: SlowConsumerPolicy,
+    closed: AtomicBool,
+}
+
+impl QueueState {
+    /// The engine took `len` bytes off the queue.
+    pub(crate) fn dequeued(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// The engine stopped reading the queue: later sends fail with `Closed`.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine's end of the queue.
+pub(crate) struct Inbox {
+    pub(crate) rx: mpsc::UnboundedReceiver<Outbound>,
+    pub(crate) state: Arc<QueueState>,
+}
+
+/// A cloneable handle that sends to one connection from any task.
+///
+/// Get one from `Conn::handle`. Sends are queued and written by the connection's own task,
+/// in order; they fail with a clear [`SendError`] once the connection is closing or when
+/// its queue is full.
+///
+/// ```
+/// use estuary::{Conn, Handler, Message};
+///
+/// #[derive(Clone)]
+/// struct Ticker;
+///
+/// impl Handler for Ticker {
+///     async fn init(&mut self, conn: &mut Conn) {
+///         let handle = conn.handle();
+///         tokio::spawn(async move {
+///             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+///             // Stops when the connection closes and `send` starts failing.
+///             while handle.send(Message::text("tick")).is_ok() {
+///                 tick.tick().await;
+///             }
+///         });
+///     }
+///
+///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+/// }
+/// ```
+#[derive(Clone)]
+pub struct SessionHandle {
+    tx: mpsc::UnboundedSender<Outbound>,
+    state: Arc<QueueState>,
+}
+
+impl SessionHandle {
+    /// A handle and the engine's receiving end.
+    pub(crate) fn new(max: usize, policy: SlowConsumerPolicy) -> (Self, Inbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(QueueState {
+            queued: AtomicUsize::new(0),
+            max,
+            policy,
+            closed: AtomicBool::new(false),
+        });
+        let inbox = Inbox {
+            rx,
+            state: state.clone(),
+        };
+        (Self { tx, state }, inbox)
+    }
+
+    /// Queues a message for the client.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_prepared(&Prepared::new(&message.into()))
+    }
+
+    /// Queues an already encoded frame: the bytes are shared, not copied.
+    pub fn send_prepared(&self, frame: &Prepared) -> Result<(), SendError> {
+        let bytes = frame.as_bytes();
+        self.reserve(bytes.len())?;
+        self.push(Outbound::Frame(bytes.clone()))
+    }
+
+    /// Queues a server-side event for the handler's `on_info`.
+    pub fn send_info(&self, info: Info) -> Result<(), SendError> {
+        self.push(Outbound::Info(info))
+    }
+
+    /// Asks the connection to close with `code` and `reason`.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), CloseError> {
+        validate_outgoing(code, reason)?;
+        let reason = CloseReason::Local {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.push(Outbound::Close(reason))
+            .map_err(|_| CloseError::AlreadyClosing)
+    }
+
+    /// Whether the connection has stopped taking messages.
+    pub fn is_closed(&self) -> bool {
+        self.state.closed.load(Ordering::Relaxed) || self.tx.is_closed()
+    }
+
+    pub(crate) fn push(&self, item: Outbound) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        self.tx.send(item).map_err(|_| SendError::Closed)
+    }
+
+    fn reserve(&self, len: usize) -> Result<(), SendError> {
+        let state = &self.state;
+        // Full means a backlog at the limit already; one message larger than the limit
+        // still goes out when the peer has kept up.
+        let before = state.queued.fetch_add(len, Ordering::Relaxed);
+        if before < state.max {
+            return Ok(());
+        }
+        state.queued.fetch_sub(len, Ordering::Relaxed);
+        match state.policy {
+            SlowConsumerPolicy::DropNewest => Err(SendError::QueueFull),
+            SlowConsumerPolicy::Disconnect => {
+                if !state.closed.swap(true, Ordering::Relaxed) {
+                    // The channel is unbounded, so the close request always gets through.
+                    let _ = self.tx.send(Outbound::Close(CloseReason::SlowConsumer));
+                }
+                Err(SendError::SlowConsumer)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("queued", &self.state.queued.load(Ordering::Relaxed))
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Why a message was not queued.
+///
+/// ```
+/// assert_eq!(estuary::SendError::Closed.to_string(), "the connection is closed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closing or closed.
+    Closed,
+    /// The queue is full and the policy drops new messages; this one was dropped.
+    QueueFull,
+    /// The queue is full and the connection is being closed as a slow consumer.
+    SlowConsumer,
+    /// A ping payload over 125 bytes.
+    PingTooLong,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "the connection is closed",
+            SendError::QueueFull => "the connection's outbound queue is full; message dropped",
+            SendError::SlowConsumer => "the connection is too slow to read and is being closed",
+            SendError::PingTooLong => "a ping payload may be at most 125 bytes",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}

@@ -1,0 +1,189 @@
+use bytes::BytesMut;
+
+use crate::engine::close::{validate_outgoing, CloseError, CloseReason};
+use crate::engine::codec::{encode_close, encode_frame, OpCode};
+use crate::engine::{Prepared, SendError, SessionHandle, SlowConsumerPolicy};
+use crate::handler::Message;
+use crate::session::Session;
+
+/// The handler's view of its connection: the session, and ways to send and close.
+///
+/// Sends from inside a handler go straight into the connection's write buffer; the engine
+/// writes everything that accumulated with one write when the callback returns. To send
+/// from another task, take a [`SessionHandle`] with [`Conn::handle`].
+///
+/// ```
+/// use estuary::{Conn, Handler, Message};
+///
+/// #[derive(Clone)]
+/// struct Polite;
+///
+/// impl Handler for Polite {
+///     async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
+///         if msg.as_text() == Some("bye") {
+///             conn.close(1000, "see you").expect("1000 is a valid close code");
+///         } else {
+///             let _ = conn.send(msg);
+///         }
+///     }
+/// }
+/// ```
+pub struct Conn {
+    session: Session,
+    out: BytesMut,
+    closing: Option<CloseReason>,
+    handle: SessionHandle,
+    max_buffered: usize,
+    policy: SlowConsumerPolicy,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        session: Session,
+        handle: SessionHandle,
+        max_buffered: usize,
+        policy: SlowConsumerPolicy,
+    ) -> Self {
+        Self {
+            session,
+            out: BytesMut::new(),
+            closing: None,
+            handle,
+            max_buffered,
+            policy,
+        }
+    }
+
+    /// The session: ids, peer address, request headers and query, identity.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The session, mutably (to keep values in its extensions).
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Sends a message to the client.
+    pub fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        let message = message.into();
+        let opcode = match message {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        };
+        self.write_frame(opcode, message.as_bytes())
+    }
+
+    /// Sends a frame encoded once for many connections.
+    pub fn send_prepared(&mut self, frame: &Prepared) -> Result<(), SendError> {
+        self.check_room()?;
+        self.out.extend_from_slice(frame.as_bytes());
+        Ok(())
+    }
+
+    /// Sends a ping; the client's pong is handled by the engine.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > 125 {
+            return Err(SendError::PingTooLong);
+        }
+        self.write_frame(OpCode::Ping, payload)
+    }
+
+    /// Starts the close handshake with `code` and `reason`.
+    ///
+    /// The code must be one a peer may receive (1000-1003, 1007-1014, 3000-4999) and the
+    /// reason at most 123 bytes. Messages sent after this fail with `SendError::Closed`;
+    /// `terminate` runs once the client answers or the close timeout passes.
+    pub fn close(&mut self, code: u16, reason: &str) -> Result<(), CloseError> {
+        validate_outgoing(code, reason)?;
+        if self.closing.is_some() {
+            return Err(CloseError::AlreadyClosing);
+        }
+        self.start_close(CloseReason::Local {
+            code,
+            reason: reason.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Whether a close frame was sent.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// A handle to send to this connection from other tasks.
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
+    }
+
+    /// Writes the close frame for `reason`, once; later sends fail.
+    pub(crate) fn start_close(&mut self, reason: CloseReason) {
+        if self.closing.is_some() {
+            return;
+        }
+        encode_close(&mut self.out, Some(reason.code()), reason.text(), None);
+        self.closing = Some(reason);
+    }
+
+    /// Answers the peer's close frame, echoing its code as RFC 6455 5.5.1 suggests.
+    pub(crate) fn answer_close(&mut self, code: Option<u16>, reason: CloseReason) {
+        if self.closing.is_some() {
+            return;
+        }
+        encode_close(&mut self.out, code, "", None);
+        self.closing = Some(reason);
+    }
+
+    pub(crate) fn write_pong(&mut self, payload: &[u8]) {
+        if self.closing.is_none() {
+            encode_frame(&mut self.out, OpCode::Pong, payload, None);
+        }
+    }
+
+    pub(crate) fn closing_reason(&self) -> Option<&CloseReason> {
+        self.closing.as_ref()
+    }
+
+    /// Marks the connection closed without writing anything (the socket is done).
+    pub(crate) fn mark_closed(&mut self, reason: CloseReason) {
+        self.closing.get_or_insert(reason);
+    }
+
+    pub(crate) fn out(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        self.check_room()?;
+        encode_frame(&mut self.out, opcode, payload, None);
+        Ok(())
+    }
+
+    fn check_room(&mut self) -> Result<(), SendError> {
+        if self.closing.is_some() {
+            return Err(SendError::Closed);
+        }
+        // Full means a backlog at the limit already; one message larger than the limit
+        // still goes out when the peer has kept up.
+        if self.out.len() < self.max_buffered {
+            return Ok(());
+        }
+        match self.policy {
+            SlowConsumerPolicy::DropNewest => Err(SendError::QueueFull),
+            SlowConsumerPolicy::Disconnect => {
+                self.start_close(CloseReason::SlowConsumer);
+                Err(SendError::SlowConsumer)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("session", &self.session)
+            .field("buffered", &self.out.len())
+            .field("closing", &self.closing)
+            .finish()
+    }
+}

@@ -1,0 +1,109 @@
+//! The per-connection handler API: what a user writes.
+
+mod conn;
+mod info;
+mod message;
+
+use std::future::Future;
+
+pub use conn::Conn;
+pub use info::Info;
+pub use message::{Message, Utf8Bytes};
+
+use crate::engine::CloseReason;
+
+/// A connection's behaviour: Riverside's and Antikythera's callbacks, as async methods.
+///
+/// The service clones its handler for every connection, so fields are per-connection
+/// state, usually filled in `init`. Every callback gets the [`Conn`]: the session, and
+/// `send`, `close` and `ping`. Callbacks run one at a time on the connection's own task.
+///
+/// ```
+/// use estuary::{CloseReason, Conn, Handler, Message};
+///
+/// #[derive(Clone, Default)]
+/// struct Counter {
+///     seen: usize,
+/// }
+///
+/// impl Handler for Counter {
+///     async fn init(&mut self, conn: &mut Conn) {
+///         let _ = conn.send("welcome");
+///     }
+///
+///     async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
+///         self.seen += 1;
+///         let _ = conn.send(format!("message {} was {} bytes", self.seen, msg.len()));
+///     }
+///
+///     async fn terminate(&mut self, conn: &mut Conn, reason: CloseReason) {
+///         tracing::info!(session = conn.session().id(), %reason, seen = self.seen, "closed");
+///     }
+/// }
+///
+/// let service = estuary::WebSocketService::new(Counter::default());
+/// # let _ = service;
+/// ```
+pub trait Handler: Clone + Send + 'static {
+    /// Picks one of the subprotocols the client offered in `Sec-WebSocket-Protocol`, in
+    /// the client's order. Called on the service's handler before the upgrade. Default:
+    /// none.
+    fn select_protocol<'a>(&self, offered: &[&'a str]) -> Option<&'a str> {
+        let _ = offered;
+        None
+    }
+
+    /// Runs once the socket is open, before any message: greet, join channels, or refuse
+    /// with `conn.close(..)`.
+    fn init(&mut self, conn: &mut Conn) -> impl Future<Output = ()> + Send {
+        let _ = conn;
+        async {}
+    }
+
+    /// A whole message from the client: reassembled from fragments, text already UTF-8
+    /// validated.
+    fn on_message(&mut self, conn: &mut Conn, message: Message) -> impl Future<Output = ()> + Send;
+
+    /// A server-side event sent to this connection from elsewhere.
+    fn on_info(&mut self, conn: &mut Conn, info: Info) -> impl Future<Output = ()> + Send {
+        let _ = (conn, info);
+        async {}
+    }
+
+    /// The connection ended, for `reason`. Sends fail from here on.
+    fn terminate(&mut self, conn: &mut Conn, reason: CloseReason) -> impl Future<Output = ()> + Send {
+        let _ = (conn, reason);
+        async {}
+    }
+}
+
+/// A handler made of one closure run on every message: the one-line echo.
+///
+/// ```
+/// use estuary::{handler_fn, Conn, Message, WebSocketService};
+///
+/// let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+///     let _ = conn.send(msg);
+/// }));
+/// # let _ = echo;
+/// ```
+pub fn handler_fn<F>(f: F) -> HandlerFn<F>
+where
+    F: Fn(&mut Conn, Message) + Clone + Send + 'static,
+{
+    HandlerFn(f)
+}
+
+/// The handler [`handler_fn`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerFn<F>(F);
+
+impl<F> Handler for HandlerFn<F>
+where
+    F: Fn(&mut Conn, Message) + Clone + Send + 'static,
+{
+    fn on_message(&mut self, conn: &mut Conn, message: Message) -> impl Future<Output = ()> + Send {
+        (self.0)(conn, message);
+        std::future::ready(())
+    }
+}

@@ -1,0 +1,285 @@
+//! Serving a tower service over TCP: socket2 binding, HTTP/1.1 with upgrades through
+//! hyper-util, graceful shutdown.
+
+mod shutdown;
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use estuary_middleware::PeerAddr;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+pub use shutdown::Shutdown;
+
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// How a [`Server`] binds and serves. Plain builder methods with documented defaults.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use std::time::Duration;
+///
+/// let server = estuary::Server::builder()
+///     .reuse_port(true)
+///     .drain_timeout(Duration::from_secs(10))
+///     .bind("0.0.0.0:3000".parse().unwrap())?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    reuse_port: bool,
+    backlog: i32,
+    drain_timeout: Duration,
+    header_read_timeout: Duration,
+    max_header_size: usize,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            reuse_port: false,
+            backlog: 1024,
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Sets SO_REUSEPORT, so several processes can share the port. Default off.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Sets the listen backlog. Default 1024.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// How long shutdown waits for sockets to close before it gives up. Default 30 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send its request headers. Default 10 s.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// The largest request head, in bytes. Default 64 KiB.
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.max_header_size = bytes;
+        self
+    }
+
+    /// Binds the listening socket (TCP_NODELAY on every accepted socket).
+    pub fn bind(self, addr: SocketAddr) -> io::Result<Server> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if self.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_tcp_nodelay(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(self.backlog)?;
+        let listener = TcpListener::from_std(socket.into())?;
+        Ok(Server {
+            listener,
+            config: self,
+            shutdown: Shutdown::new(),
+        })
+    }
+}
+
+/// An HTTP/1.1 server with WebSocket upgrades and graceful shutdown.
+///
+/// It puts a [`PeerAddr`] and its [`Shutdown`] in every request's extensions, so auth and
+/// rate limits see the client address and `WebSocketService` registers its sockets for
+/// shutdown without extra wiring.
+///
+/// ```no_run
+/// use estuary::{handler_fn, Conn, Message, Server, WebSocketService};
+///
+/// #[tokio::main]
+/// async fn main() -> std::io::Result<()> {
+///     let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+///         let _ = conn.send(msg);
+///     }));
+///     Server::bind("127.0.0.1:3000".parse().unwrap())?
+///         .serve(echo)
+///         .await
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: ServerBuilder,
+    shutdown: Shutdown,
+}
+
+impl Server {
+    /// A builder, for SO_REUSEPORT, timeouts and limits.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Binds `addr` with the default settings.
+    pub fn bind(addr: SocketAddr) -> io::Result<Server> {
+        ServerBuilder::default().bind(addr)
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The registry of this server's WebSocket connections.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn serve<S, B>(self, service: S) -> io::Result<()>
+    where
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with_shutdown(service, shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes, then: stop accepting, close every socket with 1001
+    /// "going away", wait for them (and for HTTP requests in flight) up to the drain
+    /// timeout, and return.
+    pub async fn serve_with_shutdown<S, B>(
+        self,
+        service: S,
+        signal: impl Future<Output = ()>,
+    ) -> io::Result<()>
+    where
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let Server {
+            listener,
+            config,
+            shutdown,
+        } = self;
+        // HTTP connections not (yet) upgraded: finished gracefully on shutdown.
+        let http_conns = TaskTracker::new();
+        let stop_http = CancellationToken::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_size.max(8192));
+        tokio::pin!(signal);
+
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut signal => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = service.clone();
+            let registry = shutdown.clone();
+            let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
+                request.extensions_mut().insert(registry.clone());
+                service.clone().oneshot(request)
+            });
+            let conn = http.serve_connection(TokioIo::new(stream), per_request).with_upgrades();
+            let stop = stop_http.clone();
+            http_conns.spawn(async move {
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "http connection ended with an error");
+                }
+            });
+        }
+
+        drop(listener);
+        tracing::info!("shutting down: no longer accepting connections");
+        shutdown.begin();
+        stop_http.cancel();
+        http_conns.close();
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            tokio::join!(http_conns.wait(), shutdown.wait());
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = shutdown.connections(),
+                "drain timeout passed with sockets still open"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+

@@ -1,0 +1,174 @@
+//! What a connection knows about its peer.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use estuary_middleware::{Identity, PeerAddr};
+use http::{Extensions, HeaderMap, Uri};
+
+/// One WebSocket connection's identity and the request that opened it.
+///
+/// The upgrade moves the request's headers, URI and extensions here, so values that layers
+/// put in the extensions (an [`Identity`], a connection permit) live as long as the socket.
+///
+/// ```
+/// use estuary::{Conn, Handler, Message};
+///
+/// #[derive(Clone)]
+/// struct Greeter;
+///
+/// impl Handler for Greeter {
+///     async fn init(&mut self, conn: &mut Conn) {
+///         let session = conn.session();
+///         let room = session.query_param("room").unwrap_or("lobby".into()).into_owned();
+///         let greeting = format!("hello {} in {room}", session.user_id());
+///         let _ = conn.send(greeting);
+///     }
+///
+///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+/// }
+/// ```
+pub struct Session {
+    id: Arc<str>,
+    user_id: Arc<str>,
+    peer: Option<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    extensions: Extensions,
+    protocol: Option<Arc<str>>,
+    opened_at: Instant,
+}
+
+impl Session {
+    /// A session for a request: ids from its [`Identity`], random 128-bit ids otherwise.
+    pub(crate) fn new(
+        uri: Uri,
+        headers: HeaderMap,
+        extensions: Extensions,
+        protocol: Option<Arc<str>>,
+    ) -> Self {
+        let identity = extensions.get::<Identity>();
+        let id = identity
+            .and_then(Identity::session_id)
+            .map_or_else(random_id, Arc::from);
+        let user_id = identity.map_or_else(random_id, |i| i.user_id_arc().clone());
+        let peer = extensions.get::<PeerAddr>().map(|p| p.0);
+        Self {
+            id,
+            user_id,
+            peer,
+            uri,
+            headers,
+            extensions,
+            protocol,
+            opened_at: Instant::now(),
+        }
+    }
+
+    /// The session id: the authenticator's choice, or 128 random bits in hex.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The user id: the authenticated user, or 128 random bits in hex when anonymous.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The identity that authentication established, if any.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.extensions.get()
+    }
+
+    /// The peer's address, when the server (or the app) put a `PeerAddr` in the request.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The raw query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
+    /// The first query parameter called `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
+        let query = self.uri.query()?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The request extensions (whatever the layers inserted).
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The request extensions, to keep per-connection values next to the session.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// The subprotocol the handler picked, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// When the socket opened.
+    pub fn opened_at(&self) -> Instant {
+        self.opened_at
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("peer", &self.peer)
+            .field("uri", &self.uri)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_id() -> Arc<str> {
+    let bits: u128 = rand::random();
+    Arc::from(format!("{bits:032x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_sessions_get_distinct_128_bit_ids() {
+        let a = Session::new(Uri::from_static("/"), HeaderMap::new(), Extensions::new(), None);
+        let b = Session::new(Uri::from_static("/"), HeaderMap::new(), Extensions::new(), None);
+        assert_eq!(a.id().len(), 32);
+        assert_ne!(a.id(), b.id());
+        assert_ne!(a.user_id(), b.user_id());
+    }
+
+    #[test]
+    fn identity_supplies_user_and_session_ids() {
+        let mut ext = Extensions::new();
+        ext.insert(Identity::new("alice").with_session_id("tab-1"));
+        let s = Session::new(Uri::from_static("/ws?room=a%20b"), HeaderMap::new(), ext, None);
+        assert_eq!(s.user_id(), "alice");
+        assert_eq!(s.id(), "tab-1");
+        assert_eq!(s.query_param("room").as_deref(), Some("a b"));
+    }
+}

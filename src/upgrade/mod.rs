@@ -1,0 +1,186 @@
+//! The WebSocket upgrade as a tower `Service`.
+
+mod handshake;
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use estuary_middleware::SessionLimits;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+pub use handshake::HandshakeError;
+
+use crate::engine::{Engine, Inbox, SessionHandle, WebSocketConfig};
+use crate::handler::{Conn, Handler};
+use crate::server::Shutdown;
+use crate::session::Session;
+
+/// The WebSocket upgrade: a tower `Service` that validates the handshake, answers 101, and
+/// runs the connection with a clone of its [`Handler`].
+///
+/// It takes any request body type, so it mounts in axum, in plain hyper, or behind any
+/// tower layer. Bad handshakes get a [`HandshakeError`] response: 400 or 426 with a body
+/// that says what was wrong. On success the request's headers, URI and extensions move
+/// into the [`Session`].
+///
+/// ```
+/// use estuary::{handler_fn, Conn, Message, WebSocketConfig, WebSocketService};
+///
+/// let service = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+///     let _ = conn.send(msg);
+/// }))
+/// .with_config(WebSocketConfig::default().with_max_message_size(1 << 20));
+/// # let _ = service;
+/// ```
+#[derive(Clone)]
+pub struct WebSocketService<H> {
+    handler: H,
+    config: Arc<WebSocketConfig>,
+    shutdown: Option<Shutdown>,
+}
+
+impl<H: Handler> WebSocketService<H> {
+    /// A service that runs a clone of `handler` for every connection.
+    pub fn new(handler: H) -> Self {
+        Self {
+            handler,
+            config: Arc::new(WebSocketConfig::default()),
+            shutdown: None,
+        }
+    }
+
+    /// Sets the engine configuration.
+    pub fn with_config(mut self, config: WebSocketConfig) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+
+    /// Registers connections with `shutdown`, instead of the `Shutdown` the
+    /// [`crate::Server`] puts in each request's extensions.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    fn upgrade<B>(&self, mut request: Request<B>) -> Result<Response<Full<Bytes>>, HandshakeError> {
+        handshake::validate(&request)?;
+        if request.extensions().get::<OnUpgrade>().is_none() {
+            return Err(HandshakeError::NotUpgradable);
+        }
+        let protocol = {
+            let offered = handshake::offered_protocols(request.headers());
+            self.handler
+                .select_protocol(&offered)
+                .filter(|chosen| offered.contains(chosen))
+                .map(Arc::<str>::from)
+        };
+        let shutdown = self
+            .shutdown
+            .clone()
+            .or_else(|| request.extensions().get::<Shutdown>().cloned());
+        let (handle, inbox) = SessionHandle::new(self.config.max_queued_bytes, self.config.slow_consumer);
+        let registration = match &shutdown {
+            Some(shutdown) => Some(shutdown.register(handle.clone()).ok_or(HandshakeError::ShuttingDown)?),
+            None => None,
+        };
+        let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut request)
+            .map_err(|_| HandshakeError::NotUpgradable)?;
+
+        let (parts, _body) = request.into_parts();
+        let limits = self.config.limits_for(parts.extensions.get::<SessionLimits>());
+        let session = Session::new(parts.uri, parts.headers, parts.extensions, protocol.clone());
+        let span = tracing::debug_span!(
+            "ws",
+            session = session.id(),
+            user = session.user_id(),
+            peer = ?session.peer_addr(),
+        );
+        let conn = Conn::new(session, handle, self.config.max_queued_bytes, self.config.slow_consumer);
+        let handler = self.handler.clone();
+        let config = self.config.clone();
+        let task = async move {
+            let _registration = registration;
+            match upgrade.await {
+                Ok(ws) => {
+                    let upgraded = ws.into_inner().into_inner();
+                    run(upgraded, handler, conn, config, limits, inbox).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed after 101"),
+            }
+        }
+        .instrument(span);
+        match shutdown {
+            Some(shutdown) => shutdown.spawn(task),
+            None => {
+                tokio::spawn(task);
+            }
+        }
+
+        let mut response = response.map(|_| Full::default());
+        if let Some(protocol) = protocol {
+            let value = HeaderValue::from_str(&protocol).expect("offered protocols are header values");
+            response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        Ok(response)
+    }
+}
+
+/// Runs the engine on the upgraded socket; on a plain TCP socket it runs on the
+/// `TcpStream` itself, without hyper's upgrade wrapper in every read and write.
+async fn run<H: Handler>(
+    upgraded: Upgraded,
+    handler: H,
+    conn: Conn,
+    config: Arc<WebSocketConfig>,
+    limits: SessionLimits,
+    inbox: Inbox,
+) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let rbuf = BytesMut::from(parts.read_buf);
+            let engine = Engine::new(parts.io.into_inner(), rbuf, config, limits, inbox);
+            engine.run(handler, conn).await;
+        }
+        Err(upgraded) => {
+            let engine = Engine::new(TokioIo::new(upgraded), BytesMut::new(), config, limits, inbox);
+            engine.run(handler, conn).await;
+        }
+    }
+}
+
+impl<H, B> tower_service::Service<Request<B>> for WebSocketService<H>
+where
+    H: Handler,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let response = self.upgrade(request).unwrap_or_else(|error| {
+            tracing::debug!(%error, "websocket handshake rejected");
+            error.into_response()
+        });
+        ready(Ok(response))
+    }
+}
+
+impl<H> std::fmt::Debug for WebSocketService<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
