@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod conn_limit;
 pub mod extensions;
 pub mod health;

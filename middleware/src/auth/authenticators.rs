@@ -1,0 +1,315 @@
+//! Ready-made authenticators over static credentials.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{ready, Future};
+use std::sync::Arc;
+
+use subtle::{Choice, ConstantTimeEq};
+
+use super::{AuthError, AuthRequest, Authenticate};
+use crate::Identity;
+
+/// Basic authentication against a fixed set of users and passwords.
+///
+/// Missing or malformed credentials and a wrong user or password all get 401 with
+/// `WWW-Authenticate: Basic realm="<realm>"`. Passwords are compared in constant time,
+/// and an unknown user costs the same as a wrong password.
+///
+/// ```
+/// use estuary_middleware::auth::{AuthLayer, BasicUsers};
+///
+/// let users = BasicUsers::new("estuary")
+///     .with_user("alice", "wonderland")
+///     .with_users([("bob", "builder")]);
+/// let layer = AuthLayer::new(users);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct BasicUsers {
+    realm: Arc<str>,
+    users: HashMap<String, String>,
+}
+
+impl BasicUsers {
+    /// No users yet, answering with `realm` in the challenge.
+    pub fn new(realm: impl Into<Arc<str>>) -> Self {
+        Self {
+            realm: realm.into(),
+            users: HashMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a user.
+    pub fn with_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.insert(name.into(), password.into());
+        self
+    }
+
+    /// Adds (or replaces) several users.
+    pub fn with_users<I, U, P>(self, users: I) -> Self
+    where
+        I: IntoIterator<Item = (U, P)>,
+        U: Into<String>,
+        P: Into<String>,
+    {
+        users.into_iter().fold(self, |this, (name, password)| {
+            this.with_user(name, password)
+        })
+    }
+
+    fn check(&self, request: &AuthRequest<'_>) -> Result<Identity, AuthError> {
+        let Some(basic) = request.basic() else {
+            return Err(AuthError::basic(&self.realm)
+                .with_reason("missing or malformed Basic credentials")
+                .because_credentials_missing());
+        };
+        let stored = self.users.get(basic.username());
+        // An unknown user is compared against a placeholder, so it takes as long as a
+        // known user with a wrong password.
+        let password_matches = constant_time_eq(
+            basic.password().as_bytes(),
+            stored.map_or(&b"\0"[..], |password| password.as_bytes()),
+        );
+        if stored.is_some() && password_matches {
+            Ok(Identity::new(basic.username()))
+        } else {
+            Err(AuthError::basic(&self.realm).with_reason("invalid user name or password"))
+        }
+    }
+}
+
+impl Authenticate for BasicUsers {
+    fn authenticate(
+        &self,
+        request: &AuthRequest<'_>,
+    ) -> impl Future<Output = Result<Identity, AuthError>> + Send {
+        ready(self.check(request))
+    }
+}
+
+impl fmt::Debug for BasicUsers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicUsers")
+            .field("realm", &self.realm)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Bearer-token authentication (`Authorization: Bearer <token>`) against a fixed map of
+/// tokens to user ids.
+///
+/// No token: 401 `Bearer realm="<realm>"`; an unknown token: 401
+/// `Bearer realm="<realm>", error="invalid_token"` (RFC 6750).
+///
+/// ```
+/// use estuary_middleware::auth::{AuthLayer, BearerTokens};
+///
+/// let tokens = BearerTokens::new("estuary")
+///     .with_token("t-alice", "alice")
+///     .with_tokens([("t-bob", "bob")]);
+/// let layer = AuthLayer::new(tokens);
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct BearerTokens {
+    realm: Arc<str>,
+    tokens: Tokens,
+}
+
+impl BearerTokens {
+    /// No tokens yet, answering with `realm` in the challenge.
+    pub fn new(realm: impl Into<Arc<str>>) -> Self {
+        Self {
+            realm: realm.into(),
+            tokens: Tokens::default(),
+        }
+    }
+
+    /// Lets `token` in as `user_id`.
+    pub fn with_token(mut self, token: impl Into<String>, user_id: impl Into<Arc<str>>) -> Self {
+        self.tokens.insert(token.into(), user_id.into());
+        self
+    }
+
+    /// Lets each `(token, user_id)` in.
+    pub fn with_tokens<I, T, U>(self, tokens: I) -> Self
+    where
+        I: IntoIterator<Item = (T, U)>,
+        T: Into<String>,
+        U: Into<Arc<str>>,
+    {
+        tokens
+            .into_iter()
+            .fold(self, |this, (token, user)| this.with_token(token, user))
+    }
+
+    fn check(&self, request: &AuthRequest<'_>) -> Result<Identity, AuthError> {
+        let token = request
+            .bearer()
+            .ok_or_else(|| AuthError::bearer_required(&self.realm))?;
+        self.tokens
+            .identity(token.token())
+            .ok_or_else(|| AuthError::bearer(&self.realm))
+    }
+}
+
+impl Authenticate for BearerTokens {
+    fn authenticate(
+        &self,
+        request: &AuthRequest<'_>,
+    ) -> impl Future<Output = Result<Identity, AuthError>> + Send {
+        ready(self.check(request))
+    }
+}
+
+/// Token authentication through a query parameter (`/ws?access_token=...`), for browsers,
+/// which cannot set headers on a WebSocket handshake.
+///
+/// The parameter is `access_token` (RFC 6750 §2.3) unless set otherwise, and rejections
+/// use the same `Bearer` challenges as [`BearerTokens`]. Query strings end up in access
+/// logs: prefer short-lived tokens here.
+///
+/// ```
+/// use estuary_middleware::auth::{AuthLayer, QueryToken};
+///
+/// let tokens = QueryToken::new("estuary")
+///     .with_param("token")
+///     .with_token("t-alice", "alice");
+/// let layer = AuthLayer::new(tokens);
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueryToken {
+    realm: Arc<str>,
+    param: Arc<str>,
+    tokens: Tokens,
+}
+
+impl QueryToken {
+    /// Reads `access_token`, with no tokens yet, answering with `realm` in the challenge.
+    pub fn new(realm: impl Into<Arc<str>>) -> Self {
+        Self {
+            realm: realm.into(),
+            param: "access_token".into(),
+            tokens: Tokens::default(),
+        }
+    }
+
+    /// Reads the token from query parameter `param` instead.
+    pub fn with_param(mut self, param: impl Into<Arc<str>>) -> Self {
+        self.param = param.into();
+        self
+    }
+
+    /// Lets `token` in as `user_id`.
+    pub fn with_token(mut self, token: impl Into<String>, user_id: impl Into<Arc<str>>) -> Self {
+        self.tokens.insert(token.into(), user_id.into());
+        self
+    }
+
+    /// Lets each `(token, user_id)` in.
+    pub fn with_tokens<I, T, U>(self, tokens: I) -> Self
+    where
+        I: IntoIterator<Item = (T, U)>,
+        T: Into<String>,
+        U: Into<Arc<str>>,
+    {
+        tokens
+            .into_iter()
+            .fold(self, |this, (token, user)| this.with_token(token, user))
+    }
+
+    fn check(&self, request: &AuthRequest<'_>) -> Result<Identity, AuthError> {
+        let token = request
+            .query(&self.param)
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                AuthError::bearer_required(&self.realm)
+                    .with_reason(format!("missing \"{}\" query parameter", self.param))
+            })?;
+        self.tokens
+            .identity(&token)
+            .ok_or_else(|| AuthError::bearer(&self.realm))
+    }
+}
+
+impl Authenticate for QueryToken {
+    fn authenticate(
+        &self,
+        request: &AuthRequest<'_>,
+    ) -> impl Future<Output = Result<Identity, AuthError>> + Send {
+        ready(self.check(request))
+    }
+}
+
+/// Tokens and the user each one lets in.
+///
+/// A hash lookup rather than a constant-time scan: std's `HashMap` hashes with a random
+/// SipHash key, so a client cannot choose which stored token its guess is compared
+/// with, and the comparison's timing says nothing about any token it could target.
+#[derive(Clone, Default)]
+struct Tokens(HashMap<String, Arc<str>>);
+
+impl Tokens {
+    fn insert(&mut self, token: String, user_id: Arc<str>) {
+        self.0.insert(token, user_id);
+    }
+
+    fn identity(&self, token: &str) -> Option<Identity> {
+        self.0
+            .get(token)
+            .map(|user_id| Identity::new(user_id.clone()))
+    }
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} tokens", self.0.len())
+    }
+}
+
+/// Compares `given` with `stored` in time that depends only on `given`'s length: it
+/// neither stops at the first difference nor reveals how long `stored` is.
+fn constant_time_eq(given: &[u8], stored: &[u8]) -> bool {
+    let same_length = (given.len() as u64).ct_eq(&(stored.len() as u64));
+    let same_bytes = given
+        .iter()
+        .enumerate()
+        .fold(Choice::from(1), |same, (i, byte)| {
+            let expected = stored.get(i % stored.len().max(1)).copied().unwrap_or(0);
+            same & byte.ct_eq(&expected)
+        });
+    (same_length & same_bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal_bytes() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secretsecret", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"x", b""));
+    }
+
+    #[test]
+    fn debug_output_shows_no_secrets() {
+        let users = format!("{:?}", BasicUsers::new("r").with_user("alice", "pw-123"));
+        let tokens = format!("{:?}", BearerTokens::new("r").with_token("tok-456", "bob"));
+        assert!(
+            users.contains("alice") && !users.contains("pw-123"),
+            "{users}"
+        );
+        assert!(
+            !tokens.contains("tok-456") && !tokens.contains("bob"),
+            "{tokens}"
+        );
+    }
+}
