@@ -15,7 +15,51 @@
 //! | [`session_limits`] | [`SessionLimitsLayer`](session_limits::SessionLimitsLayer) | never: it only inserts [`SessionLimits`] |
 //!
 //! Every answer is a short `text/plain` reason; see [`response`] for how the layers stay
-//! generic over the inner body.
+//! generic over the inner body. Each layer works alone, in any hyper or axum app; the
+//! server inserts a [`PeerAddr`] into each request so that the rate limiter (and
+//! authenticators) know the client.
+//!
+//! # Example: the whole stack, in the order of the request path
+//!
+//! ```
+//! use estuary_middleware::auth::{AuthLayer, BasicUsers};
+//! use estuary_middleware::conn_limit::ConnectionLimitLayer;
+//! use estuary_middleware::health::HealthLayer;
+//! use estuary_middleware::origin::OriginLayer;
+//! use estuary_middleware::rate_limit::RateLimitLayer;
+//! use estuary_middleware::session_limits::SessionLimitsLayer;
+//! use estuary_middleware::{Identity, PeerAddr};
+//! use bytes::Bytes;
+//! use headers::{Authorization, HeaderMapExt};
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use std::convert::Infallible;
+//! use std::num::NonZeroU32;
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let stack = ServiceBuilder::new()
+//!     .layer(HealthLayer::new("/health"))
+//!     .layer(OriginLayer::new(["https://app.example.com"]).expect("valid origins"))
+//!     .layer(RateLimitLayer::per_second(NonZeroU32::new(20).unwrap()))
+//!     .layer(ConnectionLimitLayer::new(10_000))
+//!     .layer(AuthLayer::new(BasicUsers::new("estuary").with_user("alice", "wonderland")))
+//!     .layer(SessionLimitsLayer::new().with_idle_timeout(Duration::from_secs(120)));
+//! // The WebSocket upgrade goes here; this stand-in greets the authenticated user.
+//! let service = stack.service(service_fn(|request: Request<()>| async move {
+//!     let user = request.extensions().get::<Identity>().unwrap().user_id().to_owned();
+//!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(user))))
+//! }));
+//!
+//! let mut request = Request::get("/ws").body(()).unwrap();
+//! request.headers_mut().typed_insert(Authorization::basic("alice", "wonderland"));
+//! request.extensions_mut().insert(PeerAddr("192.0.2.1:50000".parse().unwrap()));
+//! let response = service.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
