@@ -61,7 +61,7 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod auth;
 pub mod conn_limit;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use subtle::{Choice, ConstantTimeEq};
 
-use super::{AuthError, AuthRequest, Authenticate};
+use super::{AuthError, AuthRequest, Authenticate, Bearer};
 use crate::Identity;
 
 /// Basic authentication against a fixed set of users and passwords.
@@ -114,7 +114,6 @@ impl fmt::Debug for BasicUsers {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BearerTokens {
-    realm: Arc<str>,
     tokens: Tokens,
 }
 
@@ -122,36 +121,28 @@ impl BearerTokens {
     /// No tokens yet, answering with `realm` in the challenge.
     pub fn new(realm: impl Into<Arc<str>>) -> Self {
         Self {
-            realm: realm.into(),
-            tokens: Tokens::default(),
+            tokens: Tokens::new(realm.into()),
         }
     }
 
     /// Lets `token` in as `user_id`.
-    pub fn with_token(mut self, token: impl Into<String>, user_id: impl Into<Arc<str>>) -> Self {
-        self.tokens.insert(token.into(), user_id.into());
-        self
+    pub fn with_token(self, token: impl Into<String>, user_id: impl Into<Arc<str>>) -> Self {
+        self.with_tokens([(token, user_id)])
     }
 
     /// Lets each `(token, user_id)` in.
-    pub fn with_tokens<I, T, U>(self, tokens: I) -> Self
+    pub fn with_tokens<I, T, U>(mut self, tokens: I) -> Self
     where
         I: IntoIterator<Item = (T, U)>,
         T: Into<String>,
         U: Into<Arc<str>>,
     {
-        tokens
-            .into_iter()
-            .fold(self, |this, (token, user)| this.with_token(token, user))
+        self.tokens.extend(tokens);
+        self
     }
 
     fn check(&self, request: &AuthRequest<'_>) -> Result<Identity, AuthError> {
-        let token = request
-            .bearer()
-            .ok_or_else(|| AuthError::bearer_required(&self.realm))?;
-        self.tokens
-            .identity(token.token())
-            .ok_or_else(|| AuthError::bearer(&self.realm))
+        self.tokens.identify(request.bearer().map(Bearer::token))
     }
 }
 
@@ -182,7 +173,6 @@ impl Authenticate for BearerTokens {
 /// ```
 #[derive(Debug, Clone)]
 pub struct QueryToken {
-    realm: Arc<str>,
     param: Arc<str>,
     tokens: Tokens,
 }
@@ -191,9 +181,8 @@ impl QueryToken {
     /// Reads `access_token`, with no tokens yet, answering with `realm` in the challenge.
     pub fn new(realm: impl Into<Arc<str>>) -> Self {
         Self {
-            realm: realm.into(),
             param: "access_token".into(),
-            tokens: Tokens::default(),
+            tokens: Tokens::new(realm.into()),
         }
     }
 
@@ -204,34 +193,30 @@ impl QueryToken {
     }
 
     /// Lets `token` in as `user_id`.
-    pub fn with_token(mut self, token: impl Into<String>, user_id: impl Into<Arc<str>>) -> Self {
-        self.tokens.insert(token.into(), user_id.into());
-        self
+    pub fn with_token(self, token: impl Into<String>, user_id: impl Into<Arc<str>>) -> Self {
+        self.with_tokens([(token, user_id)])
     }
 
     /// Lets each `(token, user_id)` in.
-    pub fn with_tokens<I, T, U>(self, tokens: I) -> Self
+    pub fn with_tokens<I, T, U>(mut self, tokens: I) -> Self
     where
         I: IntoIterator<Item = (T, U)>,
         T: Into<String>,
         U: Into<Arc<str>>,
     {
-        tokens
-            .into_iter()
-            .fold(self, |this, (token, user)| this.with_token(token, user))
+        self.tokens.extend(tokens);
+        self
     }
 
     fn check(&self, request: &AuthRequest<'_>) -> Result<Identity, AuthError> {
-        let token = request
-            .query(&self.param)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                AuthError::bearer_required(&self.realm)
-                    .with_reason(format!("missing \"{}\" query parameter", self.param))
-            })?;
-        self.tokens
-            .identity(&token)
-            .ok_or_else(|| AuthError::bearer(&self.realm))
+        let token = request.query(&self.param);
+        self.tokens.identify(token.as_deref()).map_err(|error| {
+            if error.credentials_missing() {
+                error.with_reason(format!("missing \"{}\" query parameter", self.param))
+            } else {
+                error
+            }
+        })
     }
 }
 
@@ -244,29 +229,55 @@ impl Authenticate for QueryToken {
     }
 }
 
-/// Tokens and the user each one lets in.
+/// Tokens and the user each one lets in, and the realm of the challenges.
 ///
 /// A hash lookup rather than a constant-time scan: std's `HashMap` hashes with a random
 /// SipHash key, so a client cannot choose which stored token its guess is compared
 /// with, and the comparison's timing says nothing about any token it could target.
-#[derive(Clone, Default)]
-struct Tokens(HashMap<String, Arc<str>>);
+#[derive(Clone)]
+struct Tokens {
+    realm: Arc<str>,
+    users: HashMap<String, Arc<str>>,
+}
 
 impl Tokens {
-    fn insert(&mut self, token: String, user_id: Arc<str>) {
-        self.0.insert(token, user_id);
+    fn new(realm: Arc<str>) -> Self {
+        Self {
+            realm,
+            users: HashMap::new(),
+        }
     }
 
-    fn identity(&self, token: &str) -> Option<Identity> {
-        self.0
+    fn extend<I, T, U>(&mut self, tokens: I)
+    where
+        I: IntoIterator<Item = (T, U)>,
+        T: Into<String>,
+        U: Into<Arc<str>>,
+    {
+        let tokens = tokens.into_iter();
+        self.users
+            .extend(tokens.map(|(token, user)| (token.into(), user.into())));
+    }
+
+    /// The identity `offered` stands for; no token or an empty one is "missing".
+    fn identify(&self, offered: Option<&str>) -> Result<Identity, AuthError> {
+        let token = offered
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| AuthError::bearer_required(&self.realm))?;
+        let user_id = self
+            .users
             .get(token)
-            .map(|user_id| Identity::new(user_id.clone()))
+            .ok_or_else(|| AuthError::bearer(&self.realm))?;
+        Ok(Identity::new(user_id.clone()))
     }
 }
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} tokens", self.0.len())
+        f.debug_struct("Tokens")
+            .field("realm", &self.realm)
+            .field("count", &self.users.len())
+            .finish()
     }
 }
 
