@@ -9,7 +9,7 @@ use super::ResponseBody;
 
 pin_project! {
     /// Response future of the layers that either answer a request themselves or pass it on
-    /// (health, origin, rate limit, connection limit, session limits).
+    /// (health, origin, rate limit, connection limit).
     ///
     /// It resolves to the layer's own response, or to the inner service's response with
     /// its body wrapped in [`ResponseBody`].

@@ -1,7 +1,7 @@
 //! How a layer answers a request itself: the one place that turns a status and a reason
 //! into an HTTP response.
 //!
-//! Every rejection (401, 403, 429, 503) and every health answer is a short
+//! Every rejection (401, 403, 405, 429, 500, 503) and every health answer is a short
 //! `text/plain; charset=utf-8` body with a human-readable reason plus any headers the
 //! status needs (`WWW-Authenticate`, `Retry-After`). So that each layer stays generic over
 //! the inner service's body, the layers return [`ResponseBody<B>`]: either the inner body
