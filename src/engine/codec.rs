@@ -252,7 +252,11 @@ impl Decoder {
 
     /// Finishes a frame whose payload is all here; `None` for a fragment that does not end
     /// its message.
-    fn complete(&mut self, header: Header, payload: BytesMut) -> Result<Option<Frame>, DecodeError> {
+    fn complete(
+        &mut self,
+        header: Header,
+        payload: BytesMut,
+    ) -> Result<Option<Frame>, DecodeError> {
         let frame = match header.opcode {
             OpCode::Ping => Frame::Ping(payload.freeze()),
             OpCode::Pong => Frame::Pong(payload.freeze()),
@@ -260,7 +264,10 @@ impl Decoder {
             OpCode::Text | OpCode::Binary => {
                 let text = header.opcode == OpCode::Text;
                 if !header.fin {
-                    self.partial = Some(Partial { text, data: payload });
+                    self.partial = Some(Partial {
+                        text,
+                        data: payload,
+                    });
                     return Ok(None);
                 }
                 self.finish_message(text, payload)?
@@ -286,9 +293,7 @@ impl Decoder {
         if !text {
             return Ok(Frame::Message(Message::Binary(payload)));
         }
-        self.utf8
-            .finish()
-            .map_err(|_| ProtocolError::InvalidUtf8)?;
+        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         // SAFETY: every byte of the payload went through `self.utf8` as it arrived, and
         // `finish` confirmed no code point is cut off at the end.
         let text = unsafe { Utf8Bytes::from_bytes_unchecked(payload) };
@@ -320,7 +325,13 @@ fn rotate(mask: [u8; 4], offset: usize) -> [u8; 4] {
 }
 
 /// Writes a frame header for a payload of `len` bytes.
-pub(crate) fn encode_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: usize, mask: Option<[u8; 4]>) {
+pub(crate) fn encode_header(
+    out: &mut BytesMut,
+    fin: bool,
+    opcode: OpCode,
+    len: usize,
+    mask: Option<[u8; 4]>,
+) {
     let b0 = (fin as u8) << 7 | opcode as u8;
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
@@ -338,7 +349,12 @@ pub(crate) fn encode_header(out: &mut BytesMut, fin: bool, opcode: OpCode, len: 
 }
 
 /// Writes a whole frame: header and payload, masked when `mask` is given.
-pub(crate) fn encode_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+pub(crate) fn encode_frame(
+    out: &mut BytesMut,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     out.reserve(payload.len() + 14);
     encode_header(out, true, opcode, payload.len(), mask);
     let start = out.len();
@@ -349,7 +365,12 @@ pub(crate) fn encode_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8], m
 }
 
 /// Writes a close frame; `code` and `reason` were validated by the caller.
-pub(crate) fn encode_close(out: &mut BytesMut, code: Option<u16>, reason: &str, mask: Option<[u8; 4]>) {
+pub(crate) fn encode_close(
+    out: &mut BytesMut,
+    code: Option<u16>,
+    reason: &str,
+    mask: Option<[u8; 4]>,
+) {
     let mut payload = [0u8; 125];
     let len = match code {
         Some(code) => {

@@ -145,8 +145,8 @@ impl<S: Io> Engine<S> {
         conn: &mut Conn,
         mut sleep: Pin<&mut Sleep>,
     ) -> Ending {
+        self.note_closing(conn);
         loop {
-            self.note_closing(conn);
             let event = poll_fn(|cx| self.poll_event(cx, conn, sleep.as_mut())).await;
             match event {
                 Event::Read => {
@@ -165,7 +165,9 @@ impl<S: Io> Engine<S> {
                     }
                 }
                 Event::Queued(Outbound::Close(reason)) => conn.start_close(reason),
-                Event::Queued(Outbound::Frame(_)) => unreachable!("frames are written in poll_event"),
+                Event::Queued(Outbound::Frame(_)) => {
+                    unreachable!("frames are written in poll_event")
+                }
                 Event::Timer => {
                     if let Some(ending) = self.on_timer(conn) {
                         return ending;
@@ -174,6 +176,7 @@ impl<S: Io> Engine<S> {
                     continue;
                 }
             }
+            self.note_closing(conn);
             let next = self.next_deadline(conn);
             if next < sleep.deadline() {
                 sleep.as_mut().reset(next);
@@ -201,11 +204,12 @@ impl<S: Io> Engine<S> {
             };
             if !matches!(frame, Frame::Close(_)) && !conn.is_closing() && self.over_rate(now) {
                 conn.start_close(CloseReason::RateLimited);
-                self.note_closing(conn);
             }
             match frame {
                 Frame::Message(message) => {
-                    if !conn.is_closing() && guarded(handler.on_message(conn, message)).await.is_err() {
+                    if !conn.is_closing()
+                        && guarded(handler.on_message(conn, message)).await.is_err()
+                    {
                         tracing::error!("handler panicked in on_message");
                         conn.start_close(CloseReason::HandlerPanic);
                     }
@@ -223,7 +227,10 @@ impl<S: Io> Engine<S> {
                 }
             }
         }
-        if self.rbuf.is_empty() && !self.decoder.is_mid_message() && self.rbuf.capacity() > KEEP_CAPACITY {
+        if self.rbuf.is_empty()
+            && !self.decoder.is_mid_message()
+            && self.rbuf.capacity() > KEEP_CAPACITY
+        {
             self.rbuf = BytesMut::new();
         }
         None
@@ -237,10 +244,19 @@ impl<S: Io> Engine<S> {
         if conn.is_closing() {
             return None;
         }
-        if self.limits.max_age.is_some_and(|age| now >= self.opened + age) {
+        if self
+            .limits
+            .max_age
+            .is_some_and(|age| now >= self.opened + age)
+        {
             conn.start_close(CloseReason::MaxAge);
-        } else if self.ping_sent.is_some_and(|sent| now >= sent + self.config.keepalive_timeout)
-            || self.limits.idle_timeout.is_some_and(|idle| now >= self.last_rx + idle)
+        } else if self
+            .ping_sent
+            .is_some_and(|sent| now >= sent + self.config.keepalive_timeout)
+            || self
+                .limits
+                .idle_timeout
+                .is_some_and(|idle| now >= self.last_rx + idle)
         {
             conn.start_close(CloseReason::Idle);
         } else if let Some(interval) = self.config.keepalive_interval {
@@ -301,7 +317,12 @@ impl<S: Io> Engine<S> {
     }
 
     /// Drains the queue into the write buffer, writes, then waits for input or a timer.
-    fn poll_event(&mut self, cx: &mut Context<'_>, conn: &mut Conn, sleep: Pin<&mut Sleep>) -> Poll<Event> {
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut Conn,
+        sleep: Pin<&mut Sleep>,
+    ) -> Poll<Event> {
         if !conn.is_closing() {
             let out = conn.out();
             while out.len() < HIGH_WATER {
@@ -375,5 +396,8 @@ impl<S: Io> Engine<S> {
 
 /// Runs a handler callback, turning a panic into an error.
 async fn guarded<F: Future<Output = ()>>(callback: F) -> Result<(), ()> {
-    AssertUnwindSafe(callback).catch_unwind().await.map_err(|_| ())
+    AssertUnwindSafe(callback)
+        .catch_unwind()
+        .await
+        .map_err(|_| ())
 }

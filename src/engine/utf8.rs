@@ -90,7 +90,11 @@ mod tests {
     fn accepts_code_points_split_at_every_byte() {
         let text = "κόσμε 𝄞 ascii €".as_bytes();
         for split in 0..text.len() {
-            assert_eq!(feed_all(&[&text[..split], &text[split..]]), Ok(()), "split {split}");
+            assert_eq!(
+                feed_all(&[&text[..split], &text[split..]]),
+                Ok(()),
+                "split {split}"
+            );
         }
         let bytes: Vec<&[u8]> = text.chunks(1).collect();
         assert_eq!(feed_all(&bytes), Ok(()));
@@ -100,9 +104,20 @@ mod tests {
     fn fails_on_the_chunk_with_the_first_invalid_byte() {
         let mut v = Utf8Validator::default();
         // "κόσμε" then the start of a UTF-16 surrogate (ED A0 80), which is never valid.
-        assert_eq!(v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"), Ok(()));
-        assert_eq!(v.feed(b"\xed"), Ok(()), "ED alone may still start a valid code point");
-        assert_eq!(v.feed(b"\xa0"), Err(InvalidUtf8), "ED A0 is a surrogate: fail now");
+        assert_eq!(
+            v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"),
+            Ok(())
+        );
+        assert_eq!(
+            v.feed(b"\xed"),
+            Ok(()),
+            "ED alone may still start a valid code point"
+        );
+        assert_eq!(
+            v.feed(b"\xa0"),
+            Err(InvalidUtf8),
+            "ED A0 is a surrogate: fail now"
+        );
     }
 
     #[test]

@@ -71,7 +71,11 @@ pub trait Handler: Clone + Send + 'static {
     }
 
     /// The connection ended, for `reason`. Sends fail from here on.
-    fn terminate(&mut self, conn: &mut Conn, reason: CloseReason) -> impl Future<Output = ()> + Send {
+    fn terminate(
+        &mut self,
+        conn: &mut Conn,
+        reason: CloseReason,
+    ) -> impl Future<Output = ()> + Send {
         let _ = (conn, reason);
         async {}
     }

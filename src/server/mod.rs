@@ -21,7 +21,6 @@ use tower::ServiceExt;
 
 pub use shutdown::Shutdown;
 
-
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// How a [`Server`] binds and serves. Plain builder methods with documented defaults.
@@ -158,7 +157,10 @@ impl Server {
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn serve<S, B>(self, service: S) -> io::Result<()>
     where
-        S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send,
         B: http_body::Body + Send + 'static,
@@ -177,7 +179,10 @@ impl Server {
         signal: impl Future<Output = ()>,
     ) -> io::Result<()>
     where
-        S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send,
         B: http_body::Body + Send + 'static,
@@ -219,7 +224,9 @@ impl Server {
                 request.extensions_mut().insert(registry.clone());
                 service.clone().oneshot(request)
             });
-            let conn = http.serve_connection(TokioIo::new(stream), per_request).with_upgrades();
+            let conn = http
+                .serve_connection(TokioIo::new(stream), per_request)
+                .with_upgrades();
             let stop = stop_http.clone();
             http_conns.spawn(async move {
                 let mut conn = std::pin::pin!(conn);
@@ -282,4 +289,3 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
-

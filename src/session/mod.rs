@@ -155,8 +155,18 @@ mod tests {
 
     #[test]
     fn anonymous_sessions_get_distinct_128_bit_ids() {
-        let a = Session::new(Uri::from_static("/"), HeaderMap::new(), Extensions::new(), None);
-        let b = Session::new(Uri::from_static("/"), HeaderMap::new(), Extensions::new(), None);
+        let a = Session::new(
+            Uri::from_static("/"),
+            HeaderMap::new(),
+            Extensions::new(),
+            None,
+        );
+        let b = Session::new(
+            Uri::from_static("/"),
+            HeaderMap::new(),
+            Extensions::new(),
+            None,
+        );
         assert_eq!(a.id().len(), 32);
         assert_ne!(a.id(), b.id());
         assert_ne!(a.user_id(), b.user_id());
@@ -166,7 +176,12 @@ mod tests {
     fn identity_supplies_user_and_session_ids() {
         let mut ext = Extensions::new();
         ext.insert(Identity::new("alice").with_session_id("tab-1"));
-        let s = Session::new(Uri::from_static("/ws?room=a%20b"), HeaderMap::new(), ext, None);
+        let s = Session::new(
+            Uri::from_static("/ws?room=a%20b"),
+            HeaderMap::new(),
+            ext,
+            None,
+        );
         assert_eq!(s.user_id(), "alice");
         assert_eq!(s.id(), "tab-1");
         assert_eq!(s.query_param("room").as_deref(), Some("a b"));

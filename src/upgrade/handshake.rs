@@ -66,11 +66,17 @@ impl HandshakeError {
         let mut response = Response::new(Full::new(Bytes::from(format!("{self}\n"))));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if self.status() == StatusCode::UPGRADE_REQUIRED {
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         if self == HandshakeError::ShuttingDown {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -88,9 +94,9 @@ impl std::fmt::Display for HandshakeError {
             HandshakeError::NotHttp11(version) => {
                 write!(f, "WebSocket handshake must be HTTP/1.1, got {version:?}")
             }
-            HandshakeError::MissingUpgrade => {
-                f.write_str("missing \"Upgrade: websocket\" header: this endpoint only speaks WebSocket")
-            }
+            HandshakeError::MissingUpgrade => f.write_str(
+                "missing \"Upgrade: websocket\" header: this endpoint only speaks WebSocket",
+            ),
             HandshakeError::MissingConnectionUpgrade => {
                 f.write_str("missing \"Connection: upgrade\" header")
             }
@@ -98,12 +104,18 @@ impl std::fmt::Display for HandshakeError {
                 f.write_str("missing Sec-WebSocket-Version header: this server speaks version 13")
             }
             HandshakeError::UnsupportedVersion(Some(v)) => {
-                write!(f, "unsupported Sec-WebSocket-Version {v:?}: this server speaks version 13")
+                write!(
+                    f,
+                    "unsupported Sec-WebSocket-Version {v:?}: this server speaks version 13"
+                )
             }
             HandshakeError::MissingKey => f.write_str("missing Sec-WebSocket-Key header"),
             HandshakeError::KeyNotBase64 => f.write_str("Sec-WebSocket-Key is not valid base64"),
             HandshakeError::InvalidKey { decoded_len } => {
-                write!(f, "Sec-WebSocket-Key must be 16 bytes of base64, got {decoded_len}")
+                write!(
+                    f,
+                    "Sec-WebSocket-Key must be 16 bytes of base64, got {decoded_len}"
+                )
             }
             HandshakeError::NotUpgradable => f.write_str(
                 "this connection cannot be upgraded: serve it with hyper's upgrades enabled",
@@ -193,15 +205,29 @@ mod tests {
     #[test]
     fn rejects_each_broken_header_with_its_own_error() {
         let post = handshake().method("POST").body(()).unwrap();
-        assert_eq!(validate(&post), Err(HandshakeError::MethodNotGet(Method::POST)));
+        assert_eq!(
+            validate(&post),
+            Err(HandshakeError::MethodNotGet(Method::POST))
+        );
         let v8 = handshake().header("sec-websocket-version", "8");
         let mut req = v8.body(()).unwrap();
-        req.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("8"));
-        assert_eq!(validate(&req), Err(HandshakeError::UnsupportedVersion(Some("8".into()))));
+        req.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert_eq!(
+            validate(&req),
+            Err(HandshakeError::UnsupportedVersion(Some("8".into())))
+        );
         let mut req = handshake().body(()).unwrap();
-        req.headers_mut().insert("sec-websocket-key", HeaderValue::from_static("AAAAAAAAAAAAAAAA"));
-        assert_eq!(validate(&req), Err(HandshakeError::InvalidKey { decoded_len: 12 }));
-        req.headers_mut().insert("sec-websocket-key", HeaderValue::from_static("not base64!"));
+        req.headers_mut().insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("AAAAAAAAAAAAAAAA"),
+        );
+        assert_eq!(
+            validate(&req),
+            Err(HandshakeError::InvalidKey { decoded_len: 12 })
+        );
+        req.headers_mut()
+            .insert("sec-websocket-key", HeaderValue::from_static("not base64!"));
         assert_eq!(validate(&req), Err(HandshakeError::KeyNotBase64));
         req.headers_mut().remove("upgrade");
         assert_eq!(validate(&req), Err(HandshakeError::MissingUpgrade));
@@ -221,6 +247,9 @@ mod tests {
             .header("sec-websocket-protocol", "mqtt")
             .body(())
             .unwrap();
-        assert_eq!(offered_protocols(req.headers()), ["chat.v2", "chat.v1", "mqtt"]);
+        assert_eq!(
+            offered_protocols(req.headers()),
+            ["chat.v2", "chat.v1", "mqtt"]
+        );
     }
 }

@@ -86,16 +86,23 @@ impl<H: Handler> WebSocketService<H> {
             .shutdown
             .clone()
             .or_else(|| request.extensions().get::<Shutdown>().cloned());
-        let (handle, inbox) = SessionHandle::new(self.config.max_queued_bytes, self.config.slow_consumer);
+        let (handle, inbox) =
+            SessionHandle::new(self.config.max_queued_bytes, self.config.slow_consumer);
         let registration = match &shutdown {
-            Some(shutdown) => Some(shutdown.register(handle.clone()).ok_or(HandshakeError::ShuttingDown)?),
+            Some(shutdown) => Some(
+                shutdown
+                    .register(handle.clone())
+                    .ok_or(HandshakeError::ShuttingDown)?,
+            ),
             None => None,
         };
         let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut request)
             .map_err(|_| HandshakeError::NotUpgradable)?;
 
         let (parts, _body) = request.into_parts();
-        let limits = self.config.limits_for(parts.extensions.get::<SessionLimits>());
+        let limits = self
+            .config
+            .limits_for(parts.extensions.get::<SessionLimits>());
         let session = Session::new(parts.uri, parts.headers, parts.extensions, protocol.clone());
         let span = tracing::debug_span!(
             "ws",
@@ -103,7 +110,12 @@ impl<H: Handler> WebSocketService<H> {
             user = session.user_id(),
             peer = ?session.peer_addr(),
         );
-        let conn = Conn::new(session, handle, self.config.max_queued_bytes, self.config.slow_consumer);
+        let conn = Conn::new(
+            session,
+            handle,
+            self.config.max_queued_bytes,
+            self.config.slow_consumer,
+        );
         let handler = self.handler.clone();
         let config = self.config.clone();
         let task = async move {
@@ -126,8 +138,11 @@ impl<H: Handler> WebSocketService<H> {
 
         let mut response = response.map(|_| Full::default());
         if let Some(protocol) = protocol {
-            let value = HeaderValue::from_str(&protocol).expect("offered protocols are header values");
-            response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+            let value =
+                HeaderValue::from_str(&protocol).expect("offered protocols are header values");
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
         Ok(response)
     }
@@ -150,7 +165,13 @@ async fn run<H: Handler>(
             engine.run(handler, conn).await;
         }
         Err(upgraded) => {
-            let engine = Engine::new(TokioIo::new(upgraded), BytesMut::new(), config, limits, inbox);
+            let engine = Engine::new(
+                TokioIo::new(upgraded),
+                BytesMut::new(),
+                config,
+                limits,
+                inbox,
+            );
             engine.run(handler, conn).await;
         }
     }

@@ -1,0 +1,319 @@
+//! Helpers shared by the integration tests: a server on a free loopback port, a
+//! tokio-tungstenite client, and a raw-socket client for what well-behaved clients refuse
+//! to send.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use estuary::{Server, Shutdown};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Every wait in the tests is bounded by this.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Awaits `future`, failing the test if it takes longer than [`STEP`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(STEP, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {STEP:?}: {what}"))
+}
+
+/// A server on 127.0.0.1 with a free port, stopped by [`TestServer::stop`].
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Triggers graceful shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("server shutdown", &mut self.task)
+            .await
+            .expect("server task panicked")
+            .expect("server returned an error");
+    }
+}
+
+/// Serves `service` the way the example server does.
+pub async fn serve<S, B>(service: S) -> TestServer
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(
+        Server::builder().drain_timeout(Duration::from_secs(5)),
+        service,
+    )
+    .await
+}
+
+/// Serves `service` with a custom builder.
+pub async fn serve_with<S, B>(builder: estuary::ServerBuilder, service: S) -> TestServer
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let server = builder
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind loopback");
+    let addr = server.local_addr().unwrap();
+    let shutdown = server.shutdown_handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve_with_shutdown(service, async {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        addr,
+        shutdown,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Connects a tokio-tungstenite client.
+pub async fn connect(url: &str) -> Client {
+    let (client, response) = within("websocket connect", tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    assert_eq!(response.status(), 101);
+    client
+}
+
+/// The response to a raw HTTP request: status, lower-cased headers, body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` verbatim and reads the response (the server must close or send a
+/// Content-Length).
+pub async fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
+    let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    within("read response", async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(response) = parse_response(&buf) {
+                return response;
+            }
+        }
+        parse_response(&buf).expect("a complete HTTP response")
+    })
+    .await
+}
+
+fn parse_response(buf: &[u8]) -> Option<RawResponse> {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    (body.len() >= len).then(|| RawResponse {
+        status,
+        headers,
+        body: body[..len].to_string(),
+    })
+}
+
+/// A valid handshake for `path` with extra header lines (each ending in \r\n).
+pub fn handshake_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// A WebSocket client on a raw socket, for frames no library will send.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A frame as the raw client read it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The close code and reason of a close frame.
+    pub fn close(&self) -> (u16, String) {
+        assert_eq!(self.opcode, 8, "expected a close frame, got {self:?}");
+        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
+        (code, String::from_utf8(self.payload[2..].to_vec()).unwrap())
+    }
+}
+
+impl RawWs {
+    /// Connects and completes the handshake on `path`.
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+        stream
+            .write_all(handshake_request(path, "").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        within("101 response", async {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "server closed during the handshake");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(
+            buf.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+        RawWs {
+            stream,
+            buf: buf[end..].to_vec(),
+        }
+    }
+
+    /// Sends a masked frame.
+    pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        let bytes = encode_masked(fin, opcode, payload);
+        self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    /// Sends bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads the next frame; `None` when the server closed the socket.
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        within("read a frame", async {
+            loop {
+                if let Some((frame, used)) = decode_unmasked(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some(frame);
+                }
+                let mut chunk = vec![0u8; 64 * 1024];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads frames until a close frame, returning its code and reason.
+    pub async fn read_close(&mut self) -> (u16, String) {
+        loop {
+            match self.read_frame().await {
+                Some(frame) if frame.opcode == 8 => return frame.close(),
+                Some(_) => continue,
+                None => panic!("socket closed without a close frame"),
+            }
+        }
+    }
+}
+
+/// Encodes a client (masked) frame.
+pub fn encode_masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(fin as u8) << 7 | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+fn decode_unmasked(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, at) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
+    if buf.len() < at + len {
+        return None;
+    }
+    let frame = RawFrame {
+        fin: buf[0] & 0x80 != 0,
+        opcode: buf[0] & 0x0f,
+        payload: buf[at..at + len].to_vec(),
+    };
+    Some((frame, at + len))
+}

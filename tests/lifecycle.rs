@@ -1,0 +1,190 @@
+//! How connections end: the handler's close reaches the client, `terminate` learns why,
+//! and graceful shutdown closes every socket with 1001.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, serve, within, RawWs};
+use estuary::{CloseError, CloseReason, Conn, Handler, Message, ProtocolError, WebSocketService};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Closes on "close", panics on "panic", echoes the rest; reports `terminate` reasons.
+#[derive(Clone)]
+struct Reporter {
+    reasons: mpsc::UnboundedSender<CloseReason>,
+}
+
+impl Handler for Reporter {
+    async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
+        match msg.as_text() {
+            Some("close") => {
+                assert_eq!(conn.close(1005, ""), Err(CloseError::InvalidCode(1005)));
+                conn.close(4001, "you asked for it").unwrap();
+                assert_eq!(conn.send("too late"), Err(estuary::SendError::Closed));
+            }
+            Some("panic") => panic!("magic message"),
+            _ => {
+                let _ = conn.send(msg);
+            }
+        }
+    }
+
+    async fn terminate(&mut self, _conn: &mut Conn, reason: CloseReason) {
+        let _ = self.reasons.send(reason);
+    }
+}
+
+fn reporter() -> (
+    WebSocketService<Reporter>,
+    mpsc::UnboundedReceiver<CloseReason>,
+) {
+    let (reasons, rx) = mpsc::unbounded_channel();
+    (WebSocketService::new(Reporter { reasons }), rx)
+}
+
+async fn next_reason(rx: &mut mpsc::UnboundedReceiver<CloseReason>) -> CloseReason {
+    within("terminate", rx.recv()).await.expect("terminate ran")
+}
+
+#[tokio::test]
+async fn handler_close_reaches_the_client_with_code_and_reason() {
+    let (service, mut reasons) = reporter();
+    let server = serve(service).await;
+    let mut client = connect(&server.url("/")).await;
+    client.send(WsMessage::text("close")).await.unwrap();
+    let frame = within("close", client.next()).await.unwrap().unwrap();
+    assert_eq!(
+        frame,
+        WsMessage::Close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "you asked for it".into()
+        }))
+    );
+    // Reading on sends the client's close reply.
+    assert!(within("end of stream", client.next()).await.is_none());
+    assert_eq!(
+        next_reason(&mut reasons).await,
+        CloseReason::Local {
+            code: 4001,
+            reason: "you asked for it".into()
+        }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn terminate_sees_the_clients_close_code() {
+    let (service, mut reasons) = reporter();
+    let server = serve(service).await;
+    let mut client = connect(&server.url("/")).await;
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "tab closed".into(),
+        }))
+        .await
+        .unwrap();
+    // The server answers with the same code.
+    let reply = within("close reply", client.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(reply, WsMessage::Close(Some(ref f)) if f.code == CloseCode::Away),
+        "{reply:?}"
+    );
+    assert_eq!(
+        next_reason(&mut reasons).await,
+        CloseReason::Remote {
+            code: 1001,
+            reason: "tab closed".into()
+        }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn terminate_sees_a_protocol_error() {
+    let (service, mut reasons) = reporter();
+    let server = serve(service).await;
+    let mut ws = RawWs::connect(server.addr, "/").await;
+    ws.send_frame(true, 0x9, &[0u8; 126]).await;
+    assert_eq!(ws.read_close().await.0, 1002);
+    assert_eq!(
+        next_reason(&mut reasons).await,
+        CloseReason::Protocol(ProtocolError::ControlTooLong)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn terminate_sees_a_vanished_client() {
+    let (service, mut reasons) = reporter();
+    let server = serve(service).await;
+    let ws = RawWs::connect(server.addr, "/").await;
+    drop(ws);
+    assert_eq!(next_reason(&mut reasons).await, CloseReason::ConnectionLost);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_closes_only_its_socket_with_1011() {
+    let (service, mut reasons) = reporter();
+    let server = serve(service).await;
+    let mut bystander = connect(&server.url("/")).await;
+    let mut victim = connect(&server.url("/")).await;
+    victim.send(WsMessage::text("panic")).await.unwrap();
+    let frame = within("close", victim.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(frame, WsMessage::Close(Some(ref f)) if f.code == CloseCode::Error),
+        "{frame:?}"
+    );
+    assert!(within("end of stream", victim.next()).await.is_none());
+    assert_eq!(next_reason(&mut reasons).await, CloseReason::HandlerPanic);
+    bystander.send(WsMessage::text("ok")).await.unwrap();
+    assert_eq!(
+        within("echo", bystander.next()).await.unwrap().unwrap(),
+        WsMessage::text("ok")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_every_socket_with_1001_and_runs_terminate() {
+    let (service, mut reasons) = reporter();
+    let server = serve(service).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(connect(&server.url("/")).await);
+    }
+    // Wait until all five are registered before shutting down.
+    within("registration", async {
+        while server.shutdown.connections() < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    for client in &mut clients {
+        let frame = within("going away", client.next()).await.unwrap().unwrap();
+        assert_eq!(
+            frame,
+            WsMessage::Close(Some(CloseFrame {
+                code: CloseCode::Away,
+                reason: "going away".into()
+            }))
+        );
+        assert!(within("end of stream", client.next()).await.is_none());
+    }
+    for _ in 0..5 {
+        assert_eq!(next_reason(&mut reasons).await, CloseReason::Shutdown);
+    }
+    within("serve returns", stopping).await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
