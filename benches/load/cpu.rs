@@ -1,0 +1,152 @@
+//! CPUs: pinning servers to one core and the load client to the other, and reading how
+//! much CPU time a process has used.
+//!
+//! The machine has two cores. Pinning keeps a server and the client from trading places on
+//! them mid-run, which is most of the noise a loopback benchmark has. CPU time shows who the
+//! bottleneck was: a server near 100% of its core is the thing measured; a client near 100%
+//! of its own means the numbers are the client's.
+
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// The core every server under test runs on.
+pub const SERVER_CPU: usize = 0;
+
+/// The core the load client runs on.
+pub const CLIENT_CPU: usize = 1;
+
+/// Pins the calling thread, and every thread it starts afterwards, to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    set_affinity(&cpu_set(cpu))
+}
+
+/// Makes `command` start pinned to `cpu`, and be killed when this process dies.
+///
+/// The kill matters when this process is killed outright (no `Drop` runs then): a server
+/// left behind would hold its port and a core through the next run.
+pub fn pin_child(command: &mut Command, cpu: usize) {
+    let set = cpu_set(cpu);
+    let pre_exec = move || {
+        set_affinity(&set)?;
+        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the calling process; it is
+        // async-signal-safe, so it may run between fork and exec.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure makes two raw syscalls on values it owns: no allocation, no lock,
+    // nothing that is unsafe between fork and exec.
+    unsafe {
+        command.pre_exec(pre_exec);
+    }
+}
+
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bitmask, for which all zeroes is the empty set, and
+    // CPU_SET only writes the bit of `cpu` inside it (the index is bounds-checked).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: `set` is a valid cpu_set_t and the size passed is its size; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// CPU time (user + system, all threads) used so far by process `pid`, or by this process
+/// when `pid` is `None`.
+pub fn process_time(pid: Option<u32>) -> anyhow::Result<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces; utime and stime are
+    // fields 14 and 15, so the 12th and 13th after the name.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("{path}: no command name"))?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut ticks = || -> anyhow::Result<u64> {
+        let field = fields
+            .next()
+            .with_context(|| format!("{path}: too few fields"))?;
+        field
+            .parse()
+            .with_context(|| format!("{path}: CPU time {field:?} is not a number"))
+    };
+    let (user, system) = (ticks()?, ticks()?);
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_second = u64::try_from(ticks_per_second)
+        .ok()
+        .filter(|&hz| hz > 0)
+        .context("sysconf(_SC_CLK_TCK) failed")?;
+    Ok(Duration::from_secs_f64(
+        (user + system) as f64 / ticks_per_second as f64,
+    ))
+}
+
+/// Busy and total time of every CPU since boot, in clock ticks, from `/proc/stat`.
+///
+/// Unlike a process's CPU time, a core's busy time includes the softirq work of loopback
+/// TCP and every other process that ran there: two snapshots show whether a core was
+/// saturated, and whether the process measured had it to itself.
+#[derive(Debug, Clone)]
+pub struct CoreTicks(Vec<(u64, u64)>);
+
+impl CoreTicks {
+    /// The current snapshot.
+    pub fn now() -> anyhow::Result<Self> {
+        let path = "/proc/stat";
+        let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        stat.lines()
+            .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+            .map(|line| {
+                let ticks = line
+                    .split_whitespace()
+                    .skip(1)
+                    .map(str::parse::<u64>)
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("{path}: unreadable line {line:?}"))?;
+                // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+                let total: u64 = ticks.iter().take(8).sum();
+                let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+                Ok((total.saturating_sub(idle), total))
+            })
+            .collect::<anyhow::Result<_>>()
+            .map(Self)
+    }
+
+    /// How busy each CPU was, from 0 to 1, between `earlier` and this snapshot.
+    pub fn busy_since(&self, earlier: &CoreTicks) -> Vec<f64> {
+        earlier
+            .0
+            .iter()
+            .zip(&self.0)
+            .map(|(&(busy0, total0), &(busy1, total1))| {
+                let total = total1.saturating_sub(total0);
+                if total == 0 {
+                    0.0
+                } else {
+                    busy1.saturating_sub(busy0) as f64 / total as f64
+                }
+            })
+            .collect()
+    }
+}

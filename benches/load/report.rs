@@ -1,0 +1,269 @@
+//! The results: every measurement of every round, then the medians as a table (markdown,
+//! ready for the README) and as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::cpu;
+use crate::metric::{Better, Measurement, Metric};
+use crate::scenarios::{Scenario, Settings};
+use crate::servers::ServerKind;
+
+/// The server every ratio is relative to.
+const REFERENCE: ServerKind = ServerKind::Fastwebsockets;
+
+/// Everything measured in one run, and everything that went wrong.
+#[derive(Debug)]
+pub struct Report {
+    settings: Settings,
+    servers: Vec<ServerKind>,
+    samples: BTreeMap<(&'static str, ServerKind), Vec<f64>>,
+    skipped: Vec<(ServerKind, String)>,
+    failures: Vec<Failure>,
+    /// How busy each CPU was just before the rounds, from 0 to 1.
+    busy_before_run: Vec<f64>,
+}
+
+/// A scenario that failed against a server in one round.
+#[derive(Debug)]
+struct Failure {
+    round: usize,
+    scenario: Scenario,
+    server: ServerKind,
+    error: String,
+}
+
+impl Report {
+    /// An empty report for a run of `settings` against `servers`, which become the table's
+    /// columns in this order.
+    pub fn new(settings: &Settings, servers: &[ServerKind]) -> Self {
+        Self {
+            settings: settings.clone(),
+            servers: servers.to_vec(),
+            samples: BTreeMap::new(),
+            skipped: Vec::new(),
+            failures: Vec::new(),
+            busy_before_run: Vec::new(),
+        }
+    }
+
+    /// Adds one round's value of a metric for `server`.
+    pub fn record(&mut self, server: ServerKind, measurement: Measurement) {
+        self.samples
+            .entry((measurement.metric.key, server))
+            .or_default()
+            .push(measurement.value);
+    }
+
+    /// Notes how busy each CPU was (0 to 1) before the rounds began.
+    pub fn record_busy_before_run(&mut self, busy: Vec<f64>) {
+        self.busy_before_run = busy;
+    }
+
+    /// Notes that `server` was not run at all, and why.
+    pub fn record_skipped(&mut self, server: ServerKind, error: &anyhow::Error) {
+        self.skipped.push((server, format!("{error:#}")));
+    }
+
+    /// Notes that `scenario` failed against `server` in `round` (counted from 0).
+    pub fn record_failure(
+        &mut self,
+        round: usize,
+        scenario: Scenario,
+        server: ServerKind,
+        error: &anyhow::Error,
+    ) {
+        self.failures.push(Failure {
+            round,
+            scenario,
+            server,
+            error: format!("{error:#}"),
+        });
+    }
+
+    /// How many scenario runs failed.
+    pub fn failure_count(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// The medians table: a row per metric, a column per server, each cell the median over
+    /// rounds and, where more or less is better, the ratio to raw fastwebsockets.
+    pub fn table(&self) -> String {
+        let mut header = vec![format!(
+            "median of {} round(s), ratio to {}",
+            self.settings.rounds,
+            REFERENCE.name()
+        )];
+        header.extend(self.servers.iter().map(|server| server.name().to_owned()));
+        let mut rows = vec![header];
+        for metric in all_metrics().filter(|metric| metric.in_table) {
+            let mut row = vec![metric.label.to_owned()];
+            row.extend(self.servers.iter().map(|&server| self.cell(metric, server)));
+            rows.push(row);
+        }
+
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|column| {
+                rows.iter()
+                    .map(|row| row[column].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut table = String::new();
+        for (index, row) in rows.iter().enumerate() {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(column, (cell, &width))| {
+                    if column == 0 {
+                        format!("{cell:<width$}")
+                    } else {
+                        format!("{cell:>width$}")
+                    }
+                })
+                .collect();
+            let _ = writeln!(table, "| {} |", cells.join(" | "));
+            if index == 0 {
+                let rule: Vec<String> = widths
+                    .iter()
+                    .enumerate()
+                    .map(|(column, &width)| {
+                        let dashes = "-".repeat(width);
+                        if column == 0 {
+                            dashes
+                        } else {
+                            format!("{}:", &dashes[1..])
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(table, "| {} |", rule.join(" | "));
+            }
+        }
+        for (server, reason) in &self.skipped {
+            let _ = writeln!(table, "skipped {}: {reason}", server.name());
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(
+                table,
+                "{} scenario run(s) failed; see the messages above",
+                self.failures.len()
+            );
+        }
+        table
+    }
+
+    fn cell(&self, metric: &Metric, server: ServerKind) -> String {
+        if self.skipped.iter().any(|(skipped, _)| *skipped == server) {
+            return "skipped".to_owned();
+        }
+        let Some(samples) = self.samples.get(&(metric.key, server)) else {
+            return "failed".to_owned();
+        };
+        let mut cell = metric.format(median(samples));
+        if let Some(ratio) = self.ratio(metric, server) {
+            let _ = write!(cell, " ({ratio:.2}x)");
+        }
+        if samples.len() < self.settings.rounds {
+            let _ = write!(cell, " [{}/{} rounds]", samples.len(), self.settings.rounds);
+        }
+        cell
+    }
+
+    fn median(&self, metric: &Metric, server: ServerKind) -> Option<f64> {
+        self.samples.get(&(metric.key, server)).map(|s| median(s))
+    }
+
+    /// `server`'s median over the reference's, for metrics where that means something.
+    fn ratio(&self, metric: &Metric, server: ServerKind) -> Option<f64> {
+        if metric.better == Better::Neither {
+            return None;
+        }
+        let reference = self.median(metric, REFERENCE)?;
+        let value = self.median(metric, server)?;
+        (reference > 0.0).then(|| value / reference)
+    }
+
+    /// The whole report as JSON: settings, every sample, medians, ratios and failures.
+    pub fn json(&self) -> Value {
+        let settings = &self.settings;
+        let metrics: Vec<Value> = all_metrics()
+            .map(|metric| {
+                let results: serde_json::Map<String, Value> = self
+                    .servers
+                    .iter()
+                    .filter_map(|&server| {
+                        let samples = self.samples.get(&(metric.key, server))?;
+                        let result = json!({
+                            "median": median(samples),
+                            "ratio_to_fastwebsockets": self.ratio(metric, server),
+                            "samples": samples,
+                        });
+                        Some((server.name().to_owned(), result))
+                    })
+                    .collect();
+                json!({
+                    "key": metric.key,
+                    "label": metric.label,
+                    "better": metric.better.name(),
+                    "results": results,
+                })
+            })
+            .collect();
+        json!({
+            "benchmark": "load",
+            "settings": {
+                "rounds": settings.rounds,
+                "server_cpu": cpu::SERVER_CPU,
+                "client_cpu": cpu::CLIENT_CPU,
+                "cpu_busy_before_run": self.busy_before_run,
+                "echo": {
+                    "connections": settings.echo.connections,
+                    "in_flight_per_connection": settings.echo.in_flight,
+                    "payload_bytes": settings.echo.payload_len,
+                    "warmup_s": settings.echo.warmup.as_secs_f64(),
+                    "window_s": settings.echo.window.as_secs_f64(),
+                },
+                "ping_pong": {
+                    "payload_bytes": settings.ping_pong.payload_len,
+                    "warmup_round_trips": settings.ping_pong.warmup_round_trips,
+                    "round_trips": settings.ping_pong.round_trips,
+                },
+            },
+            "servers": self.servers.iter().map(|server| server.name()).collect::<Vec<_>>(),
+            "metrics": metrics,
+            "skipped": self.skipped.iter().map(|(server, reason)| json!({
+                "server": server.name(),
+                "reason": reason,
+            })).collect::<Vec<_>>(),
+            "failures": self.failures.iter().map(|failure| json!({
+                "round": failure.round + 1,
+                "scenario": failure.scenario.name(),
+                "server": failure.server.name(),
+                "error": failure.error,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Every metric of every scenario, in table order.
+fn all_metrics() -> impl Iterator<Item = &'static Metric> {
+    Scenario::ALL
+        .into_iter()
+        .flat_map(|scenario| scenario.metrics().iter().copied())
+}
+
+/// The median of `samples`, which is not empty.
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len() % 2 == 0 {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}

@@ -1,0 +1,217 @@
+//! Pipelined echo: throughput with many connections, each with several messages in flight.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use tokio::task::JoinSet;
+use tokio::time::sleep;
+
+use super::REPLY_TIMEOUT;
+use crate::client::{Connection, EncodedFrames};
+use crate::cpu;
+use crate::metric::{Better, Measurement, Metric};
+use crate::servers::Target;
+
+/// Settings of [`super::Scenario::Echo`].
+#[derive(Debug, Clone)]
+pub struct EchoSettings {
+    pub connections: usize,
+    /// Messages kept in flight on each connection.
+    pub in_flight: usize,
+    pub payload_len: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+}
+
+impl EchoSettings {
+    /// 64 connections with 16 messages of 32 bytes in flight on each, measured over 5 s
+    /// (2 s when `quick`) after 1 s of warm-up.
+    pub fn new(quick: bool) -> Self {
+        Self {
+            connections: 64,
+            in_flight: 16,
+            payload_len: 32,
+            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(if quick { 2 } else { 5 }),
+        }
+    }
+
+    /// Just enough to show that the scenario works.
+    pub fn smoke() -> Self {
+        Self {
+            connections: 4,
+            in_flight: 4,
+            payload_len: 32,
+            warmup: Duration::from_millis(100),
+            window: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Echoes per second over all connections.
+const THROUGHPUT: Metric = Metric {
+    key: "echo_msgs_per_s",
+    label: "echo msgs/s",
+    better: Better::Higher,
+    decimals: 0,
+    in_table: true,
+};
+
+/// The server process's CPU time over the window, as a share of one core.
+const SERVER_CPU: Metric = Metric {
+    key: "echo_server_cpu_percent",
+    label: "echo server CPU %",
+    better: Better::Neither,
+    decimals: 0,
+    in_table: true,
+};
+
+/// The load client's CPU time over the window, as a share of one core: near 100, the
+/// client is the bottleneck.
+const CLIENT_CPU: Metric = Metric {
+    key: "echo_client_cpu_percent",
+    label: "echo client CPU %",
+    better: Better::Neither,
+    decimals: 0,
+    in_table: true,
+};
+
+/// How busy the server's core was over the window, whoever used it.
+const SERVER_CORE_BUSY: Metric = Metric {
+    key: "echo_server_core_busy_percent",
+    label: "echo server core busy %",
+    better: Better::Neither,
+    decimals: 0,
+    in_table: false,
+};
+
+/// How busy the client's core was over the window, whoever used it.
+const CLIENT_CORE_BUSY: Metric = Metric {
+    key: "echo_client_core_busy_percent",
+    label: "echo client core busy %",
+    better: Better::Neither,
+    decimals: 0,
+    in_table: false,
+};
+
+/// Every metric of the scenario, in table order.
+pub const METRICS: &[&Metric] = &[
+    &THROUGHPUT,
+    &SERVER_CPU,
+    &CLIENT_CPU,
+    &SERVER_CORE_BUSY,
+    &CLIENT_CORE_BUSY,
+];
+
+/// Pipelined echo: `connections` sockets, each keeping `in_flight` messages outstanding
+/// (a reply is answered by the next message at once), counted over a fixed window after a
+/// warm-up; with the CPU share the server and the client used during the window, and how
+/// busy their cores were (that includes loopback softirq work, and anything else running).
+pub async fn run(target: &Target, settings: &EchoSettings) -> anyhow::Result<Vec<Measurement>> {
+    let frames = Arc::new(EncodedFrames::binary(
+        settings.payload_len,
+        settings.in_flight,
+    ));
+    let replies = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + settings.warmup + settings.window + REPLY_TIMEOUT;
+
+    let mut connections = Vec::with_capacity(settings.connections);
+    for index in 0..settings.connections {
+        let connection = Connection::open(target.addr, target.path)
+            .await
+            .with_context(|| format!("opening echo connection {index}"))?;
+        connections.push(connection);
+    }
+    let mut tasks = JoinSet::new();
+    for connection in connections {
+        tasks.spawn(keep_in_flight(
+            connection,
+            Arc::clone(&frames),
+            settings.in_flight,
+            Arc::clone(&replies),
+            deadline,
+        ));
+    }
+
+    sleep(settings.warmup).await;
+    fail_if_any_stopped(&mut tasks)?;
+    let server_cpu_start = cpu::process_time(Some(target.pid))?;
+    let client_cpu_start = cpu::process_time(None)?;
+    let cores_start = cpu::CoreTicks::now()?;
+    let (start_count, start) = (replies.load(Ordering::Relaxed), Instant::now());
+    sleep(settings.window).await;
+    let (end_count, end) = (replies.load(Ordering::Relaxed), Instant::now());
+    let server_cpu = cpu::process_time(Some(target.pid))?.saturating_sub(server_cpu_start);
+    let client_cpu = cpu::process_time(None)?.saturating_sub(client_cpu_start);
+    let cores_busy = cpu::CoreTicks::now()?.busy_since(&cores_start);
+    let core_busy = |core: usize| 100.0 * cores_busy.get(core).copied().unwrap_or(0.0);
+    fail_if_any_stopped(&mut tasks)?;
+    tasks.abort_all();
+
+    let messages = end_count - start_count;
+    ensure!(
+        messages > 0,
+        "no echo arrived during the measurement window"
+    );
+    let window = (end - start).as_secs_f64();
+    Ok(vec![
+        Measurement {
+            metric: &THROUGHPUT,
+            value: messages as f64 / window,
+        },
+        Measurement {
+            metric: &SERVER_CPU,
+            value: 100.0 * server_cpu.as_secs_f64() / window,
+        },
+        Measurement {
+            metric: &CLIENT_CPU,
+            value: 100.0 * client_cpu.as_secs_f64() / window,
+        },
+        Measurement {
+            metric: &SERVER_CORE_BUSY,
+            value: core_busy(cpu::SERVER_CPU),
+        },
+        Measurement {
+            metric: &CLIENT_CORE_BUSY,
+            value: core_busy(cpu::CLIENT_CPU),
+        },
+    ])
+}
+
+/// One echo connection: sends `in_flight` messages, then one more for every reply, until
+/// aborted or `deadline`.
+async fn keep_in_flight(
+    mut connection: Connection,
+    frames: Arc<EncodedFrames>,
+    in_flight: usize,
+    replies: Arc<AtomicU64>,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    connection.send(frames.first(in_flight)).await?;
+    while Instant::now() < deadline {
+        let arrived = connection.recv(REPLY_TIMEOUT).await?;
+        if arrived == 0 {
+            continue;
+        }
+        let arrived = usize::try_from(arrived).unwrap_or(usize::MAX);
+        ensure!(
+            arrived <= in_flight,
+            "{arrived} replies arrived with only {in_flight} messages in flight"
+        );
+        replies.fetch_add(arrived as u64, Ordering::Relaxed);
+        connection.send(frames.first(arrived)).await?;
+    }
+    Ok(())
+}
+
+/// Fails with the first connection task that has ended: during the measurement every one
+/// of them should be running.
+fn fail_if_any_stopped(tasks: &mut JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
+    if let Some(ended) = tasks.try_join_next() {
+        ended.context("an echo connection task panicked")??;
+        bail!("an echo connection stopped before the measurement ended");
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Ping-pong: round-trip latency with one connection and one message in flight.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _};
+
+use super::REPLY_TIMEOUT;
+use crate::client::{Connection, EncodedFrames};
+use crate::metric::{Better, Measurement, Metric};
+use crate::servers::Target;
+
+/// Settings of [`super::Scenario::PingPong`].
+#[derive(Debug, Clone)]
+pub struct PingPongSettings {
+    pub payload_len: usize,
+    pub warmup_round_trips: usize,
+    pub round_trips: usize,
+}
+
+impl PingPongSettings {
+    /// 32-byte messages, 20,000 round trips (5,000 when `quick`) after 2,000 of warm-up.
+    pub fn new(quick: bool) -> Self {
+        Self {
+            payload_len: 32,
+            warmup_round_trips: 2_000,
+            round_trips: if quick { 5_000 } else { 20_000 },
+        }
+    }
+
+    /// Just enough to show that the scenario works.
+    pub fn smoke() -> Self {
+        Self {
+            payload_len: 32,
+            warmup_round_trips: 50,
+            round_trips: 200,
+        }
+    }
+}
+
+/// Median round-trip time.
+const P50: Metric = Metric {
+    key: "ping_pong_p50_us",
+    label: "ping-pong p50 µs",
+    better: Better::Lower,
+    decimals: 1,
+    in_table: true,
+};
+
+/// 99th-percentile round-trip time.
+const P99: Metric = Metric {
+    key: "ping_pong_p99_us",
+    label: "ping-pong p99 µs",
+    better: Better::Lower,
+    decimals: 1,
+    in_table: true,
+};
+
+/// Every metric of the scenario, in table order.
+pub const METRICS: &[&Metric] = &[&P50, &P99];
+
+/// Ping-pong: one connection, one message at a time; the latency of each round trip after
+/// a warm-up, as its median and 99th percentile.
+pub async fn run(target: &Target, settings: &PingPongSettings) -> anyhow::Result<Vec<Measurement>> {
+    let frame = EncodedFrames::binary(settings.payload_len, 1);
+    let mut connection = Connection::open(target.addr, target.path)
+        .await
+        .context("opening the ping-pong connection")?;
+    let mut latencies = Vec::with_capacity(settings.round_trips);
+    for round_trip in 0..settings.warmup_round_trips + settings.round_trips {
+        let start = Instant::now();
+        connection.send(frame.first(1)).await?;
+        let mut arrived = 0;
+        while arrived == 0 {
+            arrived = connection.recv(REPLY_TIMEOUT).await?;
+        }
+        let latency = start.elapsed();
+        ensure!(
+            arrived == 1,
+            "{arrived} replies arrived with one message in flight"
+        );
+        if round_trip >= settings.warmup_round_trips {
+            latencies.push(latency);
+        }
+    }
+    latencies.sort_unstable();
+    Ok(vec![
+        Measurement {
+            metric: &P50,
+            value: micros(percentile(&latencies, 0.50)),
+        },
+        Measurement {
+            metric: &P99,
+            value: micros(percentile(&latencies, 0.99)),
+        },
+    ])
+}
+
+/// The `fraction` percentile of `sorted` (nearest rank).
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let rank = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
