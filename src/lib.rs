@@ -27,6 +27,7 @@
 
 mod engine;
 mod handler;
+mod hub;
 mod server;
 mod session;
 mod upgrade;
@@ -39,6 +40,7 @@ pub use engine::{
     WebSocketConfig,
 };
 pub use handler::{handler_fn, Conn, Handler, HandlerFn, Info, Message, Utf8Bytes};
+pub use hub::{Hub, HubStats, Member, NameTaken, Target};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
 pub use session::Session;
 pub use upgrade::{HandshakeError, WebSocketService};

@@ -4,6 +4,7 @@ use crate::engine::close::{validate_outgoing, CloseError, CloseReason};
 use crate::engine::codec::{encode_close, encode_frame, OpCode};
 use crate::engine::{Prepared, SendError, SessionHandle, SlowConsumerPolicy};
 use crate::handler::Message;
+use crate::hub::{Hub, HubRegistration, NameTaken};
 use crate::session::Session;
 
 /// The handler's view of its connection: the session, and ways to send and close.
@@ -33,6 +34,7 @@ pub struct Conn {
     out: BytesMut,
     closing: Option<CloseReason>,
     handle: SessionHandle,
+    hub: HubRegistration,
     max_buffered: usize,
     policy: SlowConsumerPolicy,
 }
@@ -41,6 +43,7 @@ impl Conn {
     pub(crate) fn new(
         session: Session,
         handle: SessionHandle,
+        hub: HubRegistration,
         max_buffered: usize,
         policy: SlowConsumerPolicy,
     ) -> Self {
@@ -49,6 +52,7 @@ impl Conn {
             out: BytesMut::new(),
             closing: None,
             handle,
+            hub,
             max_buffered,
             policy,
         }
@@ -114,6 +118,38 @@ impl Conn {
     /// A handle to send to this connection from other tasks.
     pub fn handle(&self) -> SessionHandle {
         self.handle.clone()
+    }
+
+    /// The hub this connection is registered in, to deliver to other connections.
+    pub fn hub(&self) -> &Hub {
+        self.hub.hub()
+    }
+
+    /// Joins a channel; false if already a member. Channels are left when the socket
+    /// closes.
+    pub fn join(&mut self, channel: &str) -> bool {
+        self.hub.hub().join_conn(self.hub.id(), channel)
+    }
+
+    /// Leaves a channel; false if not a member.
+    pub fn leave(&mut self, channel: &str) -> bool {
+        self.hub.hub().leave_conn(self.hub.id(), channel)
+    }
+
+    /// The channels this connection is a member of.
+    pub fn channels(&self) -> Vec<String> {
+        self.hub.hub().channels_of(self.hub.id())
+    }
+
+    /// Registers this connection under a unique name (Antikythera's `Registry.Unique`),
+    /// so `Target::name` reaches it. Released when the socket closes.
+    pub fn register_name(&mut self, name: &str) -> Result<(), NameTaken> {
+        self.hub.hub().register_name(self.hub.id(), name)
+    }
+
+    /// Releases a unique name; false if this connection did not hold it.
+    pub fn unregister_name(&mut self, name: &str) -> bool {
+        self.hub.hub().unregister_name(self.hub.id(), name)
     }
 
     /// Writes the close frame for `reason`, once; later sends fail.

@@ -1,8 +1,13 @@
 use std::any::Any;
 use std::fmt;
 
+use bytes::Bytes;
+
 /// A server-side event for one connection: it arrives in the handler's `on_info`, not at
 /// the client (Riverside's `handle_info`, Antikythera's `handle_server_message`).
+///
+/// An event is either a Rust value sent in-process through a `SessionHandle`, or JSON sent
+/// through the `Hub` (which can cross nodes).
 ///
 /// ```
 /// use estuary::Info;
@@ -13,33 +18,82 @@ use std::fmt;
 /// assert!(info.is::<Kick>());
 /// let kick: Kick = info.downcast().ok().unwrap();
 /// assert_eq!(kick.reason, "spam");
+///
+/// let event = Info::from_json(&serde_json::json!({"type": "kick"})).unwrap();
+/// let value: serde_json::Value = event.json().unwrap();
+/// assert_eq!(value["type"], "kick");
 /// ```
-pub struct Info(Box<dyn Any + Send>);
+pub struct Info(Inner);
+
+enum Inner {
+    Value(Box<dyn Any + Send>),
+    Json(Bytes),
+}
 
 impl Info {
     /// Wraps any value as an event.
     pub fn new<T: Any + Send>(value: T) -> Self {
-        Info(Box::new(value))
+        Info(Inner::Value(Box::new(value)))
+    }
+
+    /// An event holding `value` serialized as JSON.
+    pub fn from_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Info(Inner::Json(serde_json::to_vec(value)?.into())))
+    }
+
+    /// An event holding JSON bytes (shared between recipients, not copied).
+    pub(crate) fn json_bytes(bytes: Bytes) -> Self {
+        Info(Inner::Json(bytes))
     }
 
     /// Whether the event holds a `T`.
     pub fn is<T: Any>(&self) -> bool {
-        self.0.is::<T>()
+        matches!(&self.0, Inner::Value(v) if v.is::<T>())
     }
 
     /// A reference to the event, if it is a `T`.
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
-        self.0.downcast_ref()
+        match &self.0 {
+            Inner::Value(v) => v.downcast_ref(),
+            Inner::Json(_) => None,
+        }
     }
 
     /// Takes the event out, if it is a `T`; otherwise gives it back.
     pub fn downcast<T: Any>(self) -> Result<T, Info> {
-        self.0.downcast().map(|b| *b).map_err(Info)
+        match self.0 {
+            Inner::Value(v) => v.downcast().map(|b| *b).map_err(|v| Info(Inner::Value(v))),
+            json => Err(Info(json)),
+        }
+    }
+
+    /// The raw JSON, if this is a JSON event.
+    pub fn as_json(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Inner::Json(bytes) => Some(bytes),
+            Inner::Value(_) => None,
+        }
+    }
+
+    /// Parses a JSON event as `T`.
+    pub fn json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        match &self.0 {
+            Inner::Json(bytes) => serde_json::from_slice(bytes),
+            Inner::Value(_) => Err(serde::de::Error::custom(
+                "this event is a Rust value, not JSON: use downcast_ref",
+            )),
+        }
     }
 }
 
 impl fmt::Debug for Info {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Info").finish_non_exhaustive()
+        match &self.0 {
+            Inner::Json(bytes) => f
+                .debug_tuple("Info")
+                .field(&String::from_utf8_lossy(bytes))
+                .finish(),
+            Inner::Value(_) => f.debug_tuple("Info").finish_non_exhaustive(),
+        }
     }
 }

@@ -73,6 +73,14 @@ impl Session {
         &self.id
     }
 
+    pub(crate) fn id_arc(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub(crate) fn user_id_arc(&self) -> &Arc<str> {
+        &self.user_id
+    }
+
     /// The user id: the authenticated user, or 128 random bits in hex when anonymous.
     pub fn user_id(&self) -> &str {
         &self.user_id

@@ -20,6 +20,7 @@ pub use handshake::HandshakeError;
 
 use crate::engine::{Engine, Inbox, SessionHandle, WebSocketConfig};
 use crate::handler::{Conn, Handler};
+use crate::hub::Hub;
 use crate::server::Shutdown;
 use crate::session::Session;
 
@@ -45,6 +46,7 @@ pub struct WebSocketService<H> {
     handler: H,
     config: Arc<WebSocketConfig>,
     shutdown: Option<Shutdown>,
+    hub: Hub,
 }
 
 impl<H: Handler> WebSocketService<H> {
@@ -54,7 +56,19 @@ impl<H: Handler> WebSocketService<H> {
             handler,
             config: Arc::new(WebSocketConfig::default()),
             shutdown: None,
+            hub: Hub::new(),
         }
+    }
+
+    /// Registers connections in `hub` (by default each service has a hub of its own).
+    pub fn with_hub(mut self, hub: Hub) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// The hub connections register in.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Sets the engine configuration.
@@ -88,7 +102,7 @@ impl<H: Handler> WebSocketService<H> {
             .or_else(|| request.extensions().get::<Shutdown>().cloned());
         let (handle, inbox) =
             SessionHandle::new(self.config.max_queued_bytes, self.config.slow_consumer);
-        let registration = match &shutdown {
+        let shutdown_registration = match &shutdown {
             Some(shutdown) => Some(
                 shutdown
                     .register(handle.clone())
@@ -110,16 +124,22 @@ impl<H: Handler> WebSocketService<H> {
             user = session.user_id(),
             peer = ?session.peer_addr(),
         );
+        let registration = self.hub.register(
+            session.id_arc().clone(),
+            session.user_id_arc().clone(),
+            handle.clone(),
+        );
         let conn = Conn::new(
             session,
             handle,
+            registration,
             self.config.max_queued_bytes,
             self.config.slow_consumer,
         );
         let handler = self.handler.clone();
         let config = self.config.clone();
         let task = async move {
-            let _registration = registration;
+            let _registration = shutdown_registration;
             match upgrade.await {
                 Ok(ws) => {
                     let upgraded = ws.into_inner().into_inner();

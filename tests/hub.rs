@@ -1,0 +1,244 @@
+//! Delivery through the hub with real clients: every target, join/leave, unique names,
+//! server-side events, presence, cleanup, and a slow recipient that slows no one else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, serve, within, Client, TestServer};
+use estuary::middleware::Identity;
+use estuary::{Conn, Handler, Hub, Info, Member, Message, Target, WebSocketConfig, WebSocketService};
+use futures_util::{SinkExt, StreamExt};
+use http::Request;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tower::ServiceBuilder;
+
+/// Greets with its session id; "join:x", "leave:x", "name:x" act on the hub; events come
+/// back to the client as "event:<json>".
+#[derive(Clone)]
+struct Member_;
+
+impl Handler for Member_ {
+    async fn init(&mut self, conn: &mut Conn) {
+        let id = conn.session().id().to_string();
+        let _ = conn.send(format!("session:{id}"));
+    }
+
+    async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
+        let text = msg.as_text().unwrap_or_default().to_string();
+        let reply = match text.split_once(':') {
+            Some(("join", channel)) => format!("joined:{}", conn.join(channel)),
+            Some(("leave", channel)) => format!("left:{}", conn.leave(channel)),
+            Some(("name", name)) => format!("named:{}", conn.register_name(name).is_ok()),
+            _ => return,
+        };
+        let _ = conn.send(reply);
+    }
+
+    async fn on_info(&mut self, conn: &mut Conn, info: Info) {
+        let json = String::from_utf8_lossy(info.as_json().unwrap_or_default()).into_owned();
+        let _ = conn.send(format!("event:{json}"));
+    }
+}
+
+/// A server whose sessions take their user id from `?user=`.
+async fn hub_server(hub: &Hub, config: WebSocketConfig) -> TestServer {
+    let ws = WebSocketService::new(Member_).with_hub(hub.clone()).with_config(config);
+    let service = ServiceBuilder::new()
+        .map_request(|mut request: Request<hyper::body::Incoming>| {
+            let user = request
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("user="))
+                .map(str::to_owned);
+            if let Some(user) = user {
+                request.extensions_mut().insert(Identity::new(user));
+            }
+            request
+        })
+        .service(ws);
+    serve(service).await
+}
+
+struct Peer {
+    client: Client,
+    session: String,
+}
+
+impl Peer {
+    async fn connect(server: &TestServer, user: &str) -> Peer {
+        let mut client = connect(&server.url(&format!("/?user={user}"))).await;
+        let greeting = text(&mut client).await;
+        let session = greeting.strip_prefix("session:").expect("greeting").to_string();
+        Peer { client, session }
+    }
+
+    async fn say(&mut self, line: &str) -> String {
+        self.client.send(WsMessage::text(line)).await.unwrap();
+        text(&mut self.client).await
+    }
+
+    async fn next(&mut self) -> String {
+        text(&mut self.client).await
+    }
+
+    /// Asserts nothing arrives within a short wait.
+    async fn nothing(&mut self) {
+        let next = tokio::time::timeout(Duration::from_millis(150), self.client.next()).await;
+        assert!(next.is_err(), "unexpected message: {next:?}");
+    }
+}
+
+async fn text(client: &mut Client) -> String {
+    match within("a message", client.next()).await {
+        Some(Ok(WsMessage::Text(text))) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn each_target_reaches_exactly_its_sessions() {
+    let hub = Hub::new();
+    let server = hub_server(&hub, WebSocketConfig::default()).await;
+    let mut alice_phone = Peer::connect(&server, "alice").await;
+    let mut alice_laptop = Peer::connect(&server, "alice").await;
+    let mut bob = Peer::connect(&server, "bob").await;
+
+    assert_eq!(hub.send(Target::user("alice"), "to alice"), 2);
+    assert_eq!(alice_phone.next().await, "to alice");
+    assert_eq!(alice_laptop.next().await, "to alice");
+    bob.nothing().await;
+
+    assert_eq!(hub.send(Target::session(bob.session.clone()), "to bob's session"), 1);
+    assert_eq!(bob.next().await, "to bob's session");
+
+    let phone = Target::user_session("alice", alice_phone.session.clone());
+    assert_eq!(hub.send(phone, "to the phone"), 1);
+    assert_eq!(alice_phone.next().await, "to the phone");
+    alice_laptop.nothing().await;
+    let wrong_user = Target::user_session("bob", alice_phone.session.clone());
+    assert_eq!(hub.send(wrong_user, "nope"), 0, "a session of another user is not reached");
+
+    assert_eq!(alice_laptop.say("join:room").await, "joined:true");
+    assert_eq!(bob.say("join:room").await, "joined:true");
+    assert_eq!(hub.send(Target::channel("room"), "to the room"), 2);
+    assert_eq!(alice_laptop.next().await, "to the room");
+    assert_eq!(bob.next().await, "to the room");
+    alice_phone.nothing().await;
+
+    assert_eq!(bob.say("name:referee").await, "named:true");
+    assert_eq!(alice_phone.say("name:referee").await, "named:false", "names are unique");
+    assert_eq!(hub.send(Target::name("referee"), "to the referee"), 1);
+    assert_eq!(bob.next().await, "to the referee");
+
+    let json = serde_json::json!({"kind": "kick"});
+    assert_eq!(hub.send_event(Target::user("bob"), &json).unwrap(), 1);
+    assert_eq!(bob.next().await, r#"event:{"kind":"kick"}"#, "events arrive in on_info");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn leaving_a_channel_stops_delivery_and_presence_lists_members() {
+    let hub = Hub::new();
+    let server = hub_server(&hub, WebSocketConfig::default()).await;
+    let mut alice = Peer::connect(&server, "alice").await;
+    let mut bob = Peer::connect(&server, "bob").await;
+    assert_eq!(alice.say("join:room").await, "joined:true");
+    assert_eq!(alice.say("join:room").await, "joined:false", "already a member");
+    assert_eq!(bob.say("join:room").await, "joined:true");
+
+    let mut members = hub.members("room");
+    members.sort();
+    let mut expected = vec![
+        Member { session_id: alice.session.clone(), user_id: "alice".into() },
+        Member { session_id: bob.session.clone(), user_id: "bob".into() },
+    ];
+    expected.sort();
+    assert_eq!(members, expected);
+
+    assert_eq!(bob.say("leave:room").await, "left:true");
+    assert_eq!(bob.say("leave:room").await, "left:false");
+    assert_eq!(hub.send(Target::channel("room"), "after bob left"), 1);
+    assert_eq!(alice.next().await, "after bob left");
+    bob.nothing().await;
+    assert_eq!(hub.members("room").len(), 1);
+
+    drop(alice);
+    within("alice forgotten", async {
+        while !hub.members("room").is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_connect_join_close_cycles_leave_nothing_behind() {
+    let hub = Hub::new();
+    let server = hub_server(&hub, WebSocketConfig::default()).await;
+    for round in 0..1000 {
+        let mut peer = Peer::connect(&server, &format!("user{}", round % 7)).await;
+        assert_eq!(peer.say("join:churn").await, "joined:true");
+        assert_eq!(peer.say(&format!("name:n{round}")).await, "named:true");
+        if round % 2 == 0 {
+            peer.client.close(None).await.unwrap();
+        }
+        // Odd rounds just vanish without a close frame.
+    }
+    within("hub empties", async {
+        while hub.stats() != estuary::HubStats::default() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(hub.members("churn").is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_recipient_is_disconnected_without_holding_up_the_others() {
+    let hub = Hub::new();
+    let config = WebSocketConfig::default().with_max_queued_bytes(64 * 1024);
+    let server = hub_server(&hub, config).await;
+    let mut readers = Vec::new();
+    for i in 0..10 {
+        let mut peer = Peer::connect(&server, &format!("reader{i}")).await;
+        assert_eq!(peer.say("join:feed").await, "joined:true");
+        readers.push(peer);
+    }
+    // The slow one joins from a raw socket and then never reads.
+    let mut slow = common::RawWs::connect(server.addr, "/?user=slow").await;
+    slow.send_frame(true, 0x1, b"join:feed").await;
+    within("slow joined", async {
+        while hub.members("feed").len() < 11 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let payload = "x".repeat(16 * 1024);
+    let messages = 400; // 6.4 MiB per recipient: far more than the slow socket buffers
+    let mut handles = Vec::new();
+    for mut reader in readers {
+        handles.push(tokio::spawn(async move {
+            for _ in 0..messages {
+                assert_eq!(reader.next().await.len(), 16 * 1024);
+            }
+        }));
+    }
+    for _ in 0..messages {
+        hub.send(Target::channel("feed"), payload.clone());
+        tokio::task::yield_now().await;
+    }
+    for handle in handles {
+        within("every fast reader gets every message", handle).await.unwrap();
+    }
+    within("slow consumer dropped from the channel", async {
+        while hub.members("feed").len() > 10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    server.stop().await;
+}
