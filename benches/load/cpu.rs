@@ -9,7 +9,7 @@
 use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -18,6 +18,77 @@ pub const SERVER_CPU: usize = 0;
 
 /// The core the load client runs on.
 pub const CLIENT_CPU: usize = 1;
+
+/// Percentage points of a core that may go to work other than the process pinned there
+/// (loopback softirq, mostly) before a measurement counts as contended.
+const CONTENTION_SLACK: f64 = 15.0;
+
+/// Measures the CPU use of a server, the load client and their cores over a stretch of a
+/// scenario.
+#[derive(Debug)]
+pub struct CpuMeter {
+    server_pid: u32,
+    server_start: Duration,
+    client_start: Duration,
+    cores_start: CoreTicks,
+    started: Instant,
+}
+
+/// CPU use over a stretch of a scenario, each in percent of one core.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    /// The server process's CPU time.
+    pub server: f64,
+    /// The load client's CPU time.
+    pub client: f64,
+    /// The server's core, whoever used it.
+    pub server_core: f64,
+    /// The client's core, whoever used it.
+    pub client_core: f64,
+}
+
+impl CpuMeter {
+    /// Starts measuring, with the server of process `server_pid`.
+    pub fn start(server_pid: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            server_pid,
+            server_start: process_time(Some(server_pid))?,
+            client_start: process_time(None)?,
+            cores_start: CoreTicks::now()?,
+            started: Instant::now(),
+        })
+    }
+
+    /// The CPU use since `start`.
+    pub fn stop(self) -> anyhow::Result<CpuUse> {
+        let server = process_time(Some(self.server_pid))?.saturating_sub(self.server_start);
+        let client = process_time(None)?.saturating_sub(self.client_start);
+        let cores = CoreTicks::now()?.busy_since(&self.cores_start);
+        let elapsed = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
+        let core = |cpu: usize| 100.0 * cores.get(cpu).copied().unwrap_or(0.0);
+        Ok(CpuUse {
+            server: 100.0 * server.as_secs_f64() / elapsed,
+            client: 100.0 * client.as_secs_f64() / elapsed,
+            server_core: core(SERVER_CPU),
+            client_core: core(CLIENT_CPU),
+        })
+    }
+}
+
+impl CpuUse {
+    /// Says so when other processes competed with the server or the client for its core:
+    /// the figures measured then are noise.
+    pub fn contention(&self) -> Option<String> {
+        let others_on_server = self.server_core - self.server;
+        let others_on_client = self.client_core - self.client;
+        (others_on_server > CONTENTION_SLACK || others_on_client > CONTENTION_SLACK).then(|| {
+            format!(
+                "other work used {others_on_server:.0}% of the server's core and \
+                 {others_on_client:.0}% of the client's: this measurement is noise"
+            )
+        })
+    }
+}
 
 /// Pins the calling thread, and every thread it starts afterwards, to `cpu`.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {

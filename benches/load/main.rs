@@ -46,6 +46,9 @@ use crate::servers::{Baseline, ServerKind, ServerProcess, Workspace};
 /// How busy (0 to 1) a CPU may be before a run without the run being flagged as noisy.
 const BUSY_BEFORE_RUN: f64 = 0.1;
 
+/// The pause before running a noisy measurement again, for the other work to go away.
+const RETRY_PAUSE: Duration = Duration::from_secs(3);
+
 /// Command-line arguments of the load benchmark (and of its baseline-server mode).
 #[derive(Debug, Parser)]
 #[command(
@@ -190,31 +193,61 @@ pub(crate) async fn run_rounds(
                     scenario.name(),
                     server.kind().name()
                 );
-                let outcome = match server.check_alive() {
-                    Ok(()) => scenario.run(&server.target(), settings).await,
-                    Err(error) => Err(error),
-                };
-                match outcome {
-                    Ok(measurements) => {
-                        for measurement in measurements {
-                            eprintln!(
-                                "    {}: {}",
-                                measurement.metric.label,
-                                measurement.metric.format(measurement.value)
-                            );
-                            report.record(server.kind(), measurement);
-                        }
-                    }
-                    Err(error) => {
-                        eprintln!(
-                            "!! {} failed on {}: {error:#}",
-                            scenario.name(),
-                            server.kind().name()
-                        );
-                        report.record_failure(round, scenario, server.kind(), &error);
-                    }
-                }
+                measure(server, scenario, settings, round, report).await;
             }
+        }
+    }
+}
+
+/// Runs `scenario` against `server` once and records what it found. A run that shared its
+/// cores with other work is run again after a pause, up to [`ATTEMPTS`] runs in all.
+async fn measure(
+    server: &mut ServerProcess,
+    scenario: Scenario,
+    settings: &Settings,
+    round: usize,
+    report: &mut Report,
+) {
+    let mut attempt = 1;
+    let outcome = loop {
+        let outcome = match server.check_alive() {
+            Ok(()) => scenario.run(&server.target(), settings).await,
+            Err(error) => Err(error),
+        };
+        match &outcome {
+            Ok(found) if !found.warnings.is_empty() && attempt < settings.attempts => {
+                for warning in &found.warnings {
+                    eprintln!("    !! {warning}; measuring again in {RETRY_PAUSE:?}");
+                }
+                attempt += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            _ => break outcome,
+        }
+    };
+    match outcome {
+        Ok(outcome) => {
+            let noisy = !outcome.warnings.is_empty();
+            for measurement in outcome.measurements {
+                eprintln!(
+                    "    {}: {}",
+                    measurement.metric.label,
+                    measurement.metric.format(measurement.value)
+                );
+                report.record(server.kind(), measurement, noisy);
+            }
+            for warning in outcome.warnings {
+                eprintln!("    !! {warning}");
+                report.record_warning(round, scenario, server.kind(), warning);
+            }
+        }
+        Err(error) => {
+            eprintln!(
+                "!! {} failed on {}: {error:#}",
+                scenario.name(),
+                server.kind().name()
+            );
+            report.record_failure(round, scenario, server.kind(), &error);
         }
     }
 }

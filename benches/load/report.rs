@@ -19,20 +19,71 @@ const REFERENCE: ServerKind = ServerKind::Fastwebsockets;
 pub struct Report {
     settings: Settings,
     servers: Vec<ServerKind>,
-    samples: BTreeMap<(&'static str, ServerKind), Vec<f64>>,
+    samples: BTreeMap<(&'static str, ServerKind), Vec<Sample>>,
     skipped: Vec<(ServerKind, String)>,
-    failures: Vec<Failure>,
+    failures: Vec<Note>,
+    warnings: Vec<Note>,
     /// How busy each CPU was just before the rounds, from 0 to 1.
     busy_before_run: Vec<f64>,
 }
 
-/// A scenario that failed against a server in one round.
+/// One round's value of a metric.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    value: f64,
+    /// Measured while other work used the cores: a median leaves it out if it can.
+    noisy: bool,
+}
+
+/// The median of a metric for a server, over its clean samples when there are any.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    median: f64,
+    /// Samples the median is over.
+    count: usize,
+    /// Whether every sample was noisy, so the median is over noisy ones.
+    noisy: bool,
+}
+
+impl Summary {
+    fn of(samples: &[Sample]) -> Option<Self> {
+        let clean: Vec<f64> = samples
+            .iter()
+            .filter(|s| !s.noisy)
+            .map(|s| s.value)
+            .collect();
+        let (values, noisy) = if clean.is_empty() {
+            (samples.iter().map(|s| s.value).collect(), true)
+        } else {
+            (clean, false)
+        };
+        Some(Self {
+            median: median(&values)?,
+            count: values.len(),
+            noisy,
+        })
+    }
+}
+
+/// What went wrong with a scenario against a server in one round: why it failed, or why
+/// its figures are in doubt.
 #[derive(Debug)]
-struct Failure {
+struct Note {
     round: usize,
     scenario: Scenario,
     server: ServerKind,
-    error: String,
+    message: String,
+}
+
+impl Note {
+    fn json(&self) -> Value {
+        json!({
+            "round": self.round + 1,
+            "scenario": self.scenario.name(),
+            "server": self.server.name(),
+            "message": self.message,
+        })
+    }
 }
 
 impl Report {
@@ -45,16 +96,21 @@ impl Report {
             samples: BTreeMap::new(),
             skipped: Vec::new(),
             failures: Vec::new(),
+            warnings: Vec::new(),
             busy_before_run: Vec::new(),
         }
     }
 
-    /// Adds one round's value of a metric for `server`.
-    pub fn record(&mut self, server: ServerKind, measurement: Measurement) {
+    /// Adds one round's value of a metric for `server`; `noisy` if other work used the
+    /// cores meanwhile.
+    pub fn record(&mut self, server: ServerKind, measurement: Measurement, noisy: bool) {
         self.samples
             .entry((measurement.metric.key, server))
             .or_default()
-            .push(measurement.value);
+            .push(Sample {
+                value: measurement.value,
+                noisy,
+            });
     }
 
     /// Notes how busy each CPU was (0 to 1) before the rounds began.
@@ -75,11 +131,27 @@ impl Report {
         server: ServerKind,
         error: &anyhow::Error,
     ) {
-        self.failures.push(Failure {
+        self.failures.push(Note {
             round,
             scenario,
             server,
-            error: format!("{error:#}"),
+            message: format!("{error:#}"),
+        });
+    }
+
+    /// Notes a reason to doubt what `scenario` measured on `server` in `round`.
+    pub fn record_warning(
+        &mut self,
+        round: usize,
+        scenario: Scenario,
+        server: ServerKind,
+        warning: String,
+    ) {
+        self.warnings.push(Note {
+            round,
+            scenario,
+            server,
+            message: warning,
         });
     }
 
@@ -89,7 +161,8 @@ impl Report {
     }
 
     /// The medians table: a row per metric, a column per server, each cell the median over
-    /// rounds and, where more or less is better, the ratio to raw fastwebsockets.
+    /// rounds (over the clean ones, if any; `noisy` if none was; `[k/n]` when it is over k
+    /// of n rounds) and, where more or less is better, the ratio to raw fastwebsockets.
     pub fn table(&self) -> String {
         let mut header = vec![format!(
             "median of {} round(s), ratio to {}",
@@ -153,6 +226,14 @@ impl Report {
                 self.failures.len()
             );
         }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(
+                table,
+                "{} scenario run(s) shared their cores with other work: left out of the medians \
+                 where a clean run exists; see !! above",
+                self.warnings.len()
+            );
+        }
         table
     }
 
@@ -160,21 +241,24 @@ impl Report {
         if self.skipped.iter().any(|(skipped, _)| *skipped == server) {
             return "skipped".to_owned();
         }
-        let Some(samples) = self.samples.get(&(metric.key, server)) else {
+        let Some(summary) = self.summary(metric, server) else {
             return "failed".to_owned();
         };
-        let mut cell = metric.format(median(samples));
+        let mut cell = metric.format(summary.median);
         if let Some(ratio) = self.ratio(metric, server) {
             let _ = write!(cell, " ({ratio:.2}x)");
         }
-        if samples.len() < self.settings.rounds {
-            let _ = write!(cell, " [{}/{} rounds]", samples.len(), self.settings.rounds);
+        if summary.noisy {
+            cell.push_str(" noisy");
+        }
+        if summary.count < self.settings.rounds {
+            let _ = write!(cell, " [{}/{}]", summary.count, self.settings.rounds);
         }
         cell
     }
 
-    fn median(&self, metric: &Metric, server: ServerKind) -> Option<f64> {
-        self.samples.get(&(metric.key, server)).map(|s| median(s))
+    fn summary(&self, metric: &Metric, server: ServerKind) -> Option<Summary> {
+        Summary::of(self.samples.get(&(metric.key, server))?)
     }
 
     /// `server`'s median over the reference's, for metrics where that means something.
@@ -182,8 +266,8 @@ impl Report {
         if metric.better == Better::Neither {
             return None;
         }
-        let reference = self.median(metric, REFERENCE)?;
-        let value = self.median(metric, server)?;
+        let reference = self.summary(metric, REFERENCE)?.median;
+        let value = self.summary(metric, server)?.median;
         (reference > 0.0).then(|| value / reference)
     }
 
@@ -197,10 +281,14 @@ impl Report {
                     .iter()
                     .filter_map(|&server| {
                         let samples = self.samples.get(&(metric.key, server))?;
+                        let summary = Summary::of(samples)?;
                         let result = json!({
-                            "median": median(samples),
+                            "median": summary.median,
+                            "median_of": summary.count,
+                            "median_is_noisy": summary.noisy,
                             "ratio_to_fastwebsockets": self.ratio(metric, server),
-                            "samples": samples,
+                            "samples": samples.iter().map(|s| s.value).collect::<Vec<_>>(),
+                            "noisy": samples.iter().map(|s| s.noisy).collect::<Vec<_>>(),
                         });
                         Some((server.name().to_owned(), result))
                     })
@@ -217,12 +305,14 @@ impl Report {
             "benchmark": "load",
             "settings": {
                 "rounds": settings.rounds,
+                "attempts": settings.attempts,
                 "server_cpu": cpu::SERVER_CPU,
                 "client_cpu": cpu::CLIENT_CPU,
                 "cpu_busy_before_run": self.busy_before_run,
                 "echo": {
                     "connections": settings.echo.connections,
                     "in_flight_per_connection": settings.echo.in_flight,
+                    "refill_batch": settings.echo.refill_batch,
                     "payload_bytes": settings.echo.payload_len,
                     "warmup_s": settings.echo.warmup.as_secs_f64(),
                     "window_s": settings.echo.window.as_secs_f64(),
@@ -239,12 +329,8 @@ impl Report {
                 "server": server.name(),
                 "reason": reason,
             })).collect::<Vec<_>>(),
-            "failures": self.failures.iter().map(|failure| json!({
-                "round": failure.round + 1,
-                "scenario": failure.scenario.name(),
-                "server": failure.server.name(),
-                "error": failure.error,
-            })).collect::<Vec<_>>(),
+            "failures": self.failures.iter().map(Note::json).collect::<Vec<_>>(),
+            "warnings": self.warnings.iter().map(Note::json).collect::<Vec<_>>(),
         })
     }
 }
@@ -256,14 +342,14 @@ fn all_metrics() -> impl Iterator<Item = &'static Metric> {
         .flat_map(|scenario| scenario.metrics().iter().copied())
 }
 
-/// The median of `samples`, which is not empty.
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
+/// The median of `values`, if there are any.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
+    match sorted.len() {
+        0 => None,
+        len if len % 2 == 0 => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
+        _ => Some(sorted[middle]),
     }
 }

@@ -7,10 +7,10 @@
 
 use anyhow::{bail, Context as _};
 
-use crate::client;
 use crate::report::Report;
 use crate::scenarios::{Scenario, Settings};
 use crate::servers::{self, ServerKind, Workspace};
+use crate::{client, cpu};
 
 /// Runs the checks and the short scenarios; fails if any of them does.
 pub fn run(workspace: &Workspace) -> anyhow::Result<()> {
@@ -33,6 +33,13 @@ pub fn run(workspace: &Workspace) -> anyhow::Result<()> {
     let kinds = [ServerKind::Fastwebsockets, ServerKind::Tungstenite];
     let mut report = Report::new(&settings, &kinds);
     let mut servers = servers::start(&kinds, workspace, &mut report)?;
+    // Pinned like the benchmark, so that the scenarios' CPU accounting means the same.
+    if let Err(error) = cpu::pin_current_thread(cpu::CLIENT_CPU) {
+        eprintln!(
+            "could not pin the load client to CPU {}: {error}",
+            cpu::CLIENT_CPU
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -26,6 +26,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub rounds: usize,
+    /// Runs of one scenario against one server in a round, when the first ones shared
+    /// their cores with other work.
+    pub attempts: usize,
     pub echo: EchoSettings,
     pub ping_pong: PingPongSettings,
 }
@@ -38,6 +41,7 @@ impl Settings {
         ensure!(rounds > 0, "--rounds must be at least 1");
         Ok(Self {
             rounds,
+            attempts: 2,
             echo: EchoSettings::new(quick),
             ping_pong: PingPongSettings::new(quick),
         })
@@ -47,10 +51,20 @@ impl Settings {
     pub fn smoke() -> Self {
         Self {
             rounds: 1,
+            attempts: 1,
             echo: EchoSettings::smoke(),
             ping_pong: PingPongSettings::smoke(),
         }
     }
+}
+
+/// What one run of a scenario found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// One per metric of the scenario.
+    pub measurements: Vec<Measurement>,
+    /// Reasons to doubt the measurements, such as other processes using the cores.
+    pub warnings: Vec<String>,
 }
 
 /// A way of loading a server.
@@ -83,11 +97,7 @@ impl Scenario {
     }
 
     /// Runs the scenario once against `target`, within a time limit derived from `settings`.
-    pub async fn run(
-        self,
-        target: &Target,
-        settings: &Settings,
-    ) -> anyhow::Result<Vec<Measurement>> {
+    pub async fn run(self, target: &Target, settings: &Settings) -> anyhow::Result<Outcome> {
         let limit = self.time_limit(settings);
         let run = async {
             match self {

@@ -4,8 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 
-use super::REPLY_TIMEOUT;
+use super::{Outcome, REPLY_TIMEOUT};
 use crate::client::{Connection, EncodedFrames};
+use crate::cpu;
 use crate::metric::{Better, Measurement, Metric};
 use crate::servers::Target;
 
@@ -60,13 +61,17 @@ pub const METRICS: &[&Metric] = &[&P50, &P99];
 
 /// Ping-pong: one connection, one message at a time; the latency of each round trip after
 /// a warm-up, as its median and 99th percentile.
-pub async fn run(target: &Target, settings: &PingPongSettings) -> anyhow::Result<Vec<Measurement>> {
+pub async fn run(target: &Target, settings: &PingPongSettings) -> anyhow::Result<Outcome> {
     let frame = EncodedFrames::binary(settings.payload_len, 1);
     let mut connection = Connection::open(target.addr, target.path)
         .await
         .context("opening the ping-pong connection")?;
     let mut latencies = Vec::with_capacity(settings.round_trips);
+    let mut meter = None;
     for round_trip in 0..settings.warmup_round_trips + settings.round_trips {
+        if round_trip == settings.warmup_round_trips {
+            meter = Some(cpu::CpuMeter::start(target.pid)?);
+        }
         let start = Instant::now();
         connection.send(frame.first(1)).await?;
         let mut arrived = 0;
@@ -82,8 +87,12 @@ pub async fn run(target: &Target, settings: &PingPongSettings) -> anyhow::Result
             latencies.push(latency);
         }
     }
+    let warnings = match meter {
+        Some(meter) => meter.stop()?.contention().into_iter().collect(),
+        None => Vec::new(),
+    };
     latencies.sort_unstable();
-    Ok(vec![
+    let measurements = vec![
         Measurement {
             metric: &P50,
             value: micros(percentile(&latencies, 0.50)),
@@ -92,7 +101,11 @@ pub async fn run(target: &Target, settings: &PingPongSettings) -> anyhow::Result
             metric: &P99,
             value: micros(percentile(&latencies, 0.99)),
         },
-    ])
+    ];
+    Ok(Outcome {
+        measurements,
+        warnings,
+    })
 }
 
 /// The `fraction` percentile of `sorted` (nearest rank).
