@@ -25,6 +25,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 mod engine;
 mod handler;
 mod hub;
@@ -40,6 +42,8 @@ pub use engine::{
     WebSocketConfig,
 };
 pub use handler::{handler_fn, Conn, Handler, HandlerFn, Info, Message, Utf8Bytes};
+#[cfg(feature = "redis")]
+pub use hub::RedisError;
 pub use hub::{Hub, HubStats, Member, NameTaken, Target};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
 pub use session::Session;

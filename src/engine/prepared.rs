@@ -37,6 +37,18 @@ impl Prepared {
         &self.0
     }
 
+    /// Whether the frame is text, and its payload (after the header).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn message_payload(&self) -> (bool, &[u8]) {
+        let bytes = &self.0;
+        let header = match bytes[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        (bytes[0] & 0x0F == OpCode::Text as u8, &bytes[header..])
+    }
+
     /// The size of the encoded frame in bytes.
     pub fn len(&self) -> usize {
         self.0.len()

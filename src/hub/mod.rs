@@ -80,7 +80,9 @@ impl Target {
 /// let members: Vec<estuary::Member> = hub.members("lobby");
 /// assert!(members.is_empty());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Member {
     /// The member's session id.
     pub session_id: String,
@@ -195,7 +197,11 @@ impl Hub {
     }
 
     /// Sends `value` as a JSON text message.
-    pub fn send_json<T: serde::Serialize + ?Sized>(&self, to: Target, value: &T) -> Result<usize, serde_json::Error> {
+    pub fn send_json<T: serde::Serialize + ?Sized>(
+        &self,
+        to: Target,
+        value: &T,
+    ) -> Result<usize, serde_json::Error> {
         Ok(self.send(to, Message::json(value)?))
     }
 
@@ -205,7 +211,11 @@ impl Hub {
     }
 
     /// Sends a server-side event, serialized as JSON, to the handlers' `on_info`.
-    pub fn send_event<T: serde::Serialize + ?Sized>(&self, to: Target, event: &T) -> Result<usize, serde_json::Error> {
+    pub fn send_event<T: serde::Serialize + ?Sized>(
+        &self,
+        to: Target,
+        event: &T,
+    ) -> Result<usize, serde_json::Error> {
         let json = Bytes::from(serde_json::to_vec(event)?);
         Ok(self.deliver(to, Payload::Event(json)))
     }
@@ -268,10 +278,18 @@ impl Hub {
     }
 
     /// Registers a new connection; it is forgotten when the guard drops.
-    pub(crate) fn register(&self, session_id: Arc<str>, user_id: Arc<str>, handle: SessionHandle) -> HubRegistration {
+    pub(crate) fn register(
+        &self,
+        session_id: Arc<str>,
+        user_id: Arc<str>,
+        handle: SessionHandle,
+    ) -> HubRegistration {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.write().insert(id, session_id, user_id, handle);
-        HubRegistration { hub: self.clone(), id }
+        HubRegistration {
+            hub: self.clone(),
+            id,
+        }
     }
 
     pub(crate) fn join_conn(&self, id: ConnId, channel: &str) -> bool {
@@ -307,11 +325,17 @@ impl Hub {
     fn read(&self) -> RwLockReadGuard<'_, Registry> {
         // Every registry operation leaves it consistent, so a panic elsewhere while the
         // lock was held does not make the data unusable.
-        self.inner.registry.read().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Registry> {
-        self.inner.registry.write().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -30,7 +30,13 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn insert(&mut self, id: ConnId, session_id: Arc<str>, user_id: Arc<str>, handle: SessionHandle) {
+    pub(crate) fn insert(
+        &mut self,
+        id: ConnId,
+        session_id: Arc<str>,
+        user_id: Arc<str>,
+        handle: SessionHandle,
+    ) {
         // A reused session id points at the newest connection.
         self.by_session.insert(session_id.clone(), id);
         self.by_user.entry(user_id.clone()).or_default().push(id);
@@ -154,18 +160,32 @@ impl Registry {
                 }
             }
             Target::User(user) => {
-                for h in self.by_user.get(&**user).into_iter().flatten().filter_map(handle) {
+                for h in self
+                    .by_user
+                    .get(&**user)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(handle)
+                {
                     f(h);
                 }
             }
             Target::UserSession { user, session } => {
-                let entry = self.by_session.get(&**session).and_then(|id| self.conns.get(id));
+                let entry = self
+                    .by_session
+                    .get(&**session)
+                    .and_then(|id| self.conns.get(id));
                 if let Some(entry) = entry.filter(|e| e.user_id == *user) {
                     f(&entry.handle);
                 }
             }
             Target::Channel(channel) => {
-                for h in self.channels.get(&**channel).into_iter().flat_map(|m| m.values()) {
+                for h in self
+                    .channels
+                    .get(&**channel)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                {
                     f(h);
                 }
             }
@@ -192,6 +212,29 @@ impl Registry {
             .collect()
     }
 
+    /// The session and user of a connection.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn member(&self, id: ConnId) -> Option<Member> {
+        self.conns.get(&id).map(|e| Member {
+            session_id: e.session_id.to_string(),
+            user_id: e.user_id.to_string(),
+        })
+    }
+
+    /// Every (channel, member) pair on this node.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn memberships(&self) -> Vec<(String, Member)> {
+        self.channels
+            .iter()
+            .flat_map(|(channel, members)| {
+                members
+                    .keys()
+                    .filter_map(|id| self.member(*id))
+                    .map(move |m| (channel.to_string(), m))
+            })
+            .collect()
+    }
+
     pub(crate) fn channels_of(&self, id: ConnId) -> Vec<String> {
         self.conns
             .get(&id)
@@ -200,6 +243,11 @@ impl Registry {
     }
 
     pub(crate) fn counts(&self) -> (usize, usize, usize, usize) {
-        (self.conns.len(), self.by_user.len(), self.channels.len(), self.names.len())
+        (
+            self.conns.len(),
+            self.by_user.len(),
+            self.channels.len(),
+            self.names.len(),
+        )
     }
 }
