@@ -42,9 +42,7 @@ pub use engine::{
     WebSocketConfig,
 };
 pub use handler::{handler_fn, Conn, Handler, HandlerFn, Info, Message, Utf8Bytes};
-#[cfg(feature = "redis")]
-pub use hub::RedisError;
-pub use hub::{Hub, HubStats, Member, NameTaken, Target};
+pub use hub::{Hub, HubError, HubStats, Member, NameTaken, Target};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
 pub use session::Session;
 pub use upgrade::{HandshakeError, WebSocketService};

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::{connect, serve, within, Client, TestServer};
 use estuary::middleware::Identity;
-use estuary::{Conn, Handler, Hub, Info, Member, Message, Target, WebSocketConfig, WebSocketService};
+use estuary::{
+    Conn, Handler, Hub, Info, Member, Message, Target, WebSocketConfig, WebSocketService,
+};
 use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -43,7 +45,9 @@ impl Handler for Member_ {
 
 /// A server whose sessions take their user id from `?user=`.
 async fn hub_server(hub: &Hub, config: WebSocketConfig) -> TestServer {
-    let ws = WebSocketService::new(Member_).with_hub(hub.clone()).with_config(config);
+    let ws = WebSocketService::new(Member_)
+        .with_hub(hub.clone())
+        .with_config(config);
     let service = ServiceBuilder::new()
         .map_request(|mut request: Request<hyper::body::Incoming>| {
             let user = request
@@ -69,7 +73,10 @@ impl Peer {
     async fn connect(server: &TestServer, user: &str) -> Peer {
         let mut client = connect(&server.url(&format!("/?user={user}"))).await;
         let greeting = text(&mut client).await;
-        let session = greeting.strip_prefix("session:").expect("greeting").to_string();
+        let session = greeting
+            .strip_prefix("session:")
+            .expect("greeting")
+            .to_string();
         Peer { client, session }
     }
 
@@ -109,7 +116,10 @@ async fn each_target_reaches_exactly_its_sessions() {
     assert_eq!(alice_laptop.next().await, "to alice");
     bob.nothing().await;
 
-    assert_eq!(hub.send(Target::session(bob.session.clone()), "to bob's session"), 1);
+    assert_eq!(
+        hub.send(Target::session(bob.session.clone()), "to bob's session"),
+        1
+    );
     assert_eq!(bob.next().await, "to bob's session");
 
     let phone = Target::user_session("alice", alice_phone.session.clone());
@@ -117,7 +127,11 @@ async fn each_target_reaches_exactly_its_sessions() {
     assert_eq!(alice_phone.next().await, "to the phone");
     alice_laptop.nothing().await;
     let wrong_user = Target::user_session("bob", alice_phone.session.clone());
-    assert_eq!(hub.send(wrong_user, "nope"), 0, "a session of another user is not reached");
+    assert_eq!(
+        hub.send(wrong_user, "nope"),
+        0,
+        "a session of another user is not reached"
+    );
 
     assert_eq!(alice_laptop.say("join:room").await, "joined:true");
     assert_eq!(bob.say("join:room").await, "joined:true");
@@ -127,13 +141,21 @@ async fn each_target_reaches_exactly_its_sessions() {
     alice_phone.nothing().await;
 
     assert_eq!(bob.say("name:referee").await, "named:true");
-    assert_eq!(alice_phone.say("name:referee").await, "named:false", "names are unique");
+    assert_eq!(
+        alice_phone.say("name:referee").await,
+        "named:false",
+        "names are unique"
+    );
     assert_eq!(hub.send(Target::name("referee"), "to the referee"), 1);
     assert_eq!(bob.next().await, "to the referee");
 
     let json = serde_json::json!({"kind": "kick"});
     assert_eq!(hub.send_event(Target::user("bob"), &json).unwrap(), 1);
-    assert_eq!(bob.next().await, r#"event:{"kind":"kick"}"#, "events arrive in on_info");
+    assert_eq!(
+        bob.next().await,
+        r#"event:{"kind":"kick"}"#,
+        "events arrive in on_info"
+    );
     server.stop().await;
 }
 
@@ -144,14 +166,24 @@ async fn leaving_a_channel_stops_delivery_and_presence_lists_members() {
     let mut alice = Peer::connect(&server, "alice").await;
     let mut bob = Peer::connect(&server, "bob").await;
     assert_eq!(alice.say("join:room").await, "joined:true");
-    assert_eq!(alice.say("join:room").await, "joined:false", "already a member");
+    assert_eq!(
+        alice.say("join:room").await,
+        "joined:false",
+        "already a member"
+    );
     assert_eq!(bob.say("join:room").await, "joined:true");
 
     let mut members = hub.members("room");
     members.sort();
     let mut expected = vec![
-        Member { session_id: alice.session.clone(), user_id: "alice".into() },
-        Member { session_id: bob.session.clone(), user_id: "bob".into() },
+        Member {
+            session_id: alice.session.clone(),
+            user_id: "alice".into(),
+        },
+        Member {
+            session_id: bob.session.clone(),
+            user_id: "bob".into(),
+        },
     ];
     expected.sort();
     assert_eq!(members, expected);
@@ -232,7 +264,9 @@ async fn a_slow_recipient_is_disconnected_without_holding_up_the_others() {
         tokio::task::yield_now().await;
     }
     for handle in handles {
-        within("every fast reader gets every message", handle).await.unwrap();
+        within("every fast reader gets every message", handle)
+            .await
+            .unwrap();
     }
     within("slow consumer dropped from the channel", async {
         while hub.members("feed").len() > 10 {

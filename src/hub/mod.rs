@@ -107,6 +107,43 @@ impl fmt::Display for NameTaken {
 
 impl std::error::Error for NameTaken {}
 
+/// A failure of the hub's backplane: Redis unreachable, or a command failed.
+///
+/// ```
+/// # async fn run() {
+/// if let Err(e) = estuary::Hub::new().members_everywhere("lobby").await {
+///     eprintln!("{e}"); // never happens without a backplane
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct HubError {
+    context: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl HubError {
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis(context: String, source: redis::RedisError) -> Self {
+        Self {
+            context,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redis: {}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for HubError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 /// Counts of what the hub holds on this node, to watch for leaks.
 ///
 /// ```
@@ -180,8 +217,6 @@ struct HubInner {
 #[cfg(feature = "redis")]
 mod redis_backplane;
 
-#[cfg(feature = "redis")]
-pub use redis_backplane::RedisError;
 
 impl Hub {
     /// An in-process hub.
@@ -242,6 +277,16 @@ impl Hub {
     /// The members of a channel on this node.
     pub fn members(&self, channel: &str) -> Vec<Member> {
         self.read().members(channel)
+    }
+
+    /// The members of a channel on every node of the cluster; without a Redis backplane,
+    /// on this node.
+    pub async fn members_everywhere(&self, channel: &str) -> Result<Vec<Member>, HubError> {
+        #[cfg(feature = "redis")]
+        if let Some(backplane) = &self.inner.backplane {
+            return self.redis_members(backplane, channel).await;
+        }
+        Ok(self.members(channel))
     }
 
     /// What the hub holds on this node.

@@ -13,7 +13,6 @@
 //!   heals by itself.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
-use super::{ConnId, Hub, HubInner, Member, Payload, Target};
+use super::{ConnId, Hub, HubError, HubInner, Member, Payload, Target};
 use crate::engine::Prepared;
 use crate::handler::{Message, Utf8Bytes};
 
@@ -32,37 +31,9 @@ const HEARTBEAT_TTL_SECS: u64 = 6;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const WIRE_VERSION: u8 = 1;
 
-/// A Redis failure: cannot connect, or a command failed.
-///
-/// ```
-/// # async fn run() {
-/// match estuary::Hub::with_redis("redis://127.0.0.1:1").await {
-///     Ok(_) => {}
-///     Err(e) => eprintln!("{e}"), // "redis: connecting to redis://127.0.0.1:1: ..."
-/// }
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct RedisError {
-    context: String,
-    source: redis::RedisError,
-}
-
-impl fmt::Display for RedisError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis: {}: {}", self.context, self.source)
-    }
-}
-
-impl std::error::Error for RedisError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-fn context(context: impl Into<String>) -> impl FnOnce(redis::RedisError) -> RedisError {
+fn context(context: impl Into<String>) -> impl FnOnce(redis::RedisError) -> HubError {
     let context = context.into();
-    move |source| RedisError { context, source }
+    move |source| HubError::redis(context, source)
 }
 
 enum Command {
@@ -104,13 +75,13 @@ impl Hub {
     /// A hub whose deliveries also reach sessions on every other node connected to the
     /// same Redis (`redis://host:port/db`). Fails if Redis cannot be reached now; later
     /// outages are survived (see the module docs).
-    pub async fn with_redis(url: &str) -> Result<Hub, RedisError> {
+    pub async fn with_redis(url: &str) -> Result<Hub, HubError> {
         Self::with_redis_prefix(url, "estuary").await
     }
 
     /// Like [`Hub::with_redis`], with Redis keys and channels under `prefix`, so several
     /// clusters can share one Redis.
-    pub async fn with_redis_prefix(url: &str, prefix: &str) -> Result<Hub, RedisError> {
+    pub async fn with_redis_prefix(url: &str, prefix: &str) -> Result<Hub, HubError> {
         let client = redis::Client::open(url).map_err(context(format!("invalid url {url:?}")))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -147,11 +118,7 @@ impl Hub {
         Ok(Hub { inner })
     }
 
-    /// The members of a channel on every node (on this node only, without Redis).
-    pub async fn members_everywhere(&self, channel: &str) -> Result<Vec<Member>, RedisError> {
-        let Some(backplane) = &self.inner.backplane else {
-            return Ok(self.members(channel));
-        };
+    pub(crate) async fn redis_members(&self, backplane: &Backplane, channel: &str) -> Result<Vec<Member>, HubError> {
         let mut redis = backplane.queries.clone();
         let key = Backplane::presence_key(&backplane.prefix, channel);
         let entries: HashMap<String, String> = redis
