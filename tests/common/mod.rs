@@ -3,6 +3,8 @@
 //! to send.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod peers;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

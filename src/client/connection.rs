@@ -1,0 +1,374 @@
+//! One open connection, run to its end on the client's task: like the server's engine,
+//! the task owns the socket, drains whatever the handle queued into one buffer, writes it
+//! with one call, and reads into a `BytesMut` that the codec decodes in place.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{Instant, Sleep};
+
+use super::handle::{ClientState, Command};
+use super::handler::ClientHandler;
+use super::runner::guarded;
+use super::stream::Stream;
+use super::{Client, ClientConfig};
+use crate::engine::codec::{encode_close, encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
+use crate::engine::CloseReason;
+use crate::handler::Message;
+
+/// Above this many unwritten bytes the connection stops taking from the queue and reading.
+const HIGH_WATER: usize = 64 * 1024;
+/// The smallest read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Buffers that grew past this for a large message are released once empty.
+const KEEP_CAPACITY: usize = 256 * 1024;
+
+/// What woke the connection.
+enum Event {
+    Read,
+    Eof,
+    Failed(io::Error),
+    /// `Client::close` asked for this.
+    Close(CloseReason),
+    Timer,
+}
+
+/// An open connection's socket, buffers and timers.
+pub(crate) struct Connection<'a> {
+    io: Stream,
+    rbuf: BytesMut,
+    out: BytesMut,
+    decoder: Decoder,
+    config: &'a ClientConfig,
+    client: &'a Client,
+    rx: &'a mut UnboundedReceiver<Command>,
+    /// When the next keep-alive ping is due, when none is out.
+    next_ping: Option<Instant>,
+    /// When the keep-alive ping that is out was sent.
+    ping_sent: Option<Instant>,
+    /// Why the connection is closing, once it is.
+    closing: Option<CloseReason>,
+    /// When the connection is dropped if the server has not closed it by then.
+    close_deadline: Option<Instant>,
+    /// Set after the server's close frame or a protocol error: later bytes are not frames
+    /// we may act on.
+    input_done: bool,
+    unflushed: bool,
+}
+
+impl<'a> Connection<'a> {
+    /// A connection on `io`, with the bytes that came behind the 101 in `read_buf`.
+    pub(crate) fn new(
+        io: Stream,
+        read_buf: Bytes,
+        config: &'a ClientConfig,
+        client: &'a Client,
+        rx: &'a mut UnboundedReceiver<Command>,
+    ) -> Self {
+        Self {
+            io,
+            rbuf: BytesMut::from(read_buf),
+            out: BytesMut::new(),
+            decoder: Decoder::new(Role::Client, config.max_message_size),
+            config,
+            client,
+            rx,
+            next_ping: config.keepalive_interval.map(|i| Instant::now() + i),
+            ping_sent: None,
+            closing: None,
+            close_deadline: None,
+            input_done: false,
+            unflushed: false,
+        }
+    }
+
+    /// Runs the connection until the server closes it, it fails, or the close handshake
+    /// times out; returns why it ended.
+    pub(crate) async fn run<H: ClientHandler>(mut self, handler: &mut H) -> CloseReason {
+        let sleep = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(sleep);
+        // Frames the server sent right behind its 101.
+        if !self.rbuf.is_empty() {
+            self.on_read(handler).await;
+        }
+        loop {
+            let event = poll_fn(|cx| self.poll_event(cx, sleep.as_mut())).await;
+            match event {
+                Event::Read => self.on_read(handler).await,
+                Event::Eof => {
+                    tracing::debug!("the server closed the TCP connection");
+                    return self.ended();
+                }
+                Event::Failed(error) => {
+                    tracing::debug!(%error, "socket failed");
+                    return self.ended();
+                }
+                Event::Close(reason) => self.start_close(reason),
+                Event::Timer => {
+                    if let Some(reason) = self.on_timer() {
+                        return reason;
+                    }
+                }
+            }
+            let next = self.next_deadline();
+            if next != sleep.deadline() {
+                sleep.as_mut().reset(next);
+            }
+        }
+    }
+
+    /// Handles every whole frame in the read buffer.
+    async fn on_read<H: ClientHandler>(&mut self, handler: &mut H) {
+        let client = self.client;
+        loop {
+            if self.input_done {
+                self.rbuf.clear();
+                return;
+            }
+            let frame = match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    let reason = match error {
+                        DecodeError::TooBig => CloseReason::MessageTooBig,
+                        DecodeError::Protocol(e) => CloseReason::Protocol(e),
+                    };
+                    tracing::debug!(%reason, "failing the connection on bad input");
+                    self.input_done = true;
+                    self.start_close(reason);
+                    return;
+                }
+            };
+            match frame {
+                Frame::Message(message) => {
+                    tracing::debug!(
+                        opcode = ?opcode_of(&message),
+                        len = message.len(),
+                        "message received"
+                    );
+                    if self.closing.is_none() {
+                        self.callback(handler.on_message(client, message)).await;
+                    }
+                }
+                Frame::Ping(payload) => {
+                    tracing::debug!(len = payload.len(), "ping received");
+                    if self.closing.is_none() {
+                        self.write(OpCode::Pong, &payload);
+                        self.callback(handler.on_ping(client, payload)).await;
+                    }
+                }
+                Frame::Pong(payload) => {
+                    tracing::debug!(len = payload.len(), "pong received");
+                    self.ping_sent = None;
+                    self.next_ping = self.config.keepalive_interval.map(|i| Instant::now() + i);
+                    if self.closing.is_none() {
+                        self.callback(handler.on_pong(client, payload)).await;
+                    }
+                }
+                Frame::Close(close) => self.on_close_frame(close),
+            }
+        }
+        if self.rbuf.is_empty()
+            && !self.decoder.is_mid_message()
+            && self.rbuf.capacity() > KEEP_CAPACITY
+        {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// The server's close frame: answered with the same code unless ours went first;
+    /// either way the handshake is done, and the server closes the TCP connection next.
+    fn on_close_frame(&mut self, close: Option<(u16, crate::Utf8Bytes)>) {
+        let code = close.as_ref().map(|(code, _)| *code);
+        let text = close
+            .map(|(_, reason)| reason.to_string())
+            .unwrap_or_default();
+        tracing::debug!(code, reason = %text, "close received");
+        self.input_done = true;
+        if self.closing.is_none() {
+            self.write_queued();
+            encode_close(&mut self.out, code, "", Some(rand::random()));
+            tracing::debug!(code, "close sent");
+            self.begin_closing(CloseReason::Remote {
+                code: code.unwrap_or(1005),
+                reason: text,
+            });
+        }
+    }
+
+    /// Sends a close frame for `reason` and starts the close timeout, unless closing
+    /// already.
+    fn start_close(&mut self, reason: CloseReason) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.write_queued();
+        encode_close(
+            &mut self.out,
+            Some(reason.code()),
+            reason.text(),
+            Some(rand::random()),
+        );
+        tracing::debug!(code = reason.code(), reason = reason.text(), "close sent");
+        self.begin_closing(reason);
+    }
+
+    fn begin_closing(&mut self, reason: CloseReason) {
+        self.closing = Some(reason);
+        self.close_deadline = Some(Instant::now() + self.config.close_timeout);
+        self.client.set_state(ClientState::Closing);
+    }
+
+    fn on_timer(&mut self) -> Option<CloseReason> {
+        let now = Instant::now();
+        if self.close_deadline.is_some_and(|deadline| now >= deadline) {
+            tracing::debug!("dropping the connection: the server did not close it in time");
+            return Some(self.ended());
+        }
+        if self.closing.is_some() {
+            return None;
+        }
+        if let Some(sent) = self.ping_sent {
+            if now >= sent + self.config.keepalive_timeout {
+                tracing::debug!(
+                    timeout = ?self.config.keepalive_timeout,
+                    "no pong within the keep-alive timeout: dropping the connection"
+                );
+                self.input_done = true;
+                self.start_close(CloseReason::Idle);
+                // The server is not listening: one try at writing the close frame, then
+                // drop the connection rather than wait out the close handshake.
+                self.close_deadline = Some(now);
+            }
+        } else if self.next_ping.is_some_and(|due| now >= due) {
+            self.write(OpCode::Ping, b"");
+            self.ping_sent = Some(now);
+            self.next_ping = None;
+        }
+        None
+    }
+
+    /// The earliest moment a timer may need attention.
+    fn next_deadline(&self) -> Instant {
+        if let Some(deadline) = self.close_deadline {
+            return deadline;
+        }
+        let keepalive = match self.ping_sent {
+            Some(sent) => Some(sent + self.config.keepalive_timeout),
+            None => self.next_ping,
+        };
+        keepalive.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    /// Why the connection ended, now that it has.
+    fn ended(&mut self) -> CloseReason {
+        self.closing.take().unwrap_or(CloseReason::ConnectionLost)
+    }
+
+    /// Runs a handler callback; a panic closes the connection with 1011 and stops the
+    /// client.
+    async fn callback(&mut self, callback: impl Future<Output = ()>) {
+        if guarded(callback).await.is_err() {
+            tracing::error!("client handler panicked");
+            self.start_close(CloseReason::HandlerPanic);
+        }
+    }
+
+    /// Encodes a command from the queue; a close request is handed back.
+    fn take(&mut self, command: Command) -> Option<CloseReason> {
+        match command {
+            Command::Send(message) => {
+                self.client.dequeued(message.len());
+                self.write(opcode_of(&message), message.as_bytes());
+                None
+            }
+            Command::Ping(payload) => {
+                self.write(OpCode::Ping, &payload);
+                None
+            }
+            Command::Close { code, reason } => Some(CloseReason::Local { code, reason }),
+        }
+    }
+
+    /// Writes what is queued ahead of a close frame that is about to go out: replies the
+    /// handler queued for messages that came before it (the close frame must be last).
+    fn write_queued(&mut self) {
+        while let Ok(command) = self.rx.try_recv() {
+            // A close request now is moot: this close goes first, and the client stops
+            // because `close` was called.
+            let _ = self.take(command);
+        }
+    }
+
+    /// Encodes a masked frame into the write buffer.
+    fn write(&mut self, opcode: OpCode, payload: &[u8]) {
+        encode_frame(&mut self.out, opcode, payload, Some(rand::random()));
+        tracing::debug!(?opcode, len = payload.len(), "frame sent");
+    }
+
+    /// Drains the queue into the write buffer, writes, then waits for input or a timer.
+    fn poll_event(&mut self, cx: &mut Context<'_>, sleep: Pin<&mut Sleep>) -> Poll<Event> {
+        if self.closing.is_none() {
+            while self.out.len() < HIGH_WATER {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(command)) => {
+                        if let Some(close) = self.take(command) {
+                            return Poll::Ready(Event::Close(close));
+                        }
+                    }
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+        }
+        if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+            return Poll::Ready(Event::Failed(e));
+        }
+        if self.out.len() < HIGH_WATER {
+            let want = self.decoder.wanted(self.rbuf.len()).max(READ_CHUNK);
+            self.rbuf.reserve(want);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Event::Read),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Pending => {}
+            }
+        }
+        if sleep.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// Writes as much of the buffer as the socket takes, flushing once it is all written.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.advance(n);
+            self.unflushed = true;
+        }
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out = BytesMut::new();
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn opcode_of(message: &Message) -> OpCode {
+    match message {
+        Message::Text(_) => OpCode::Text,
+        Message::Binary(_) => OpCode::Binary,
+    }
+}

@@ -1,0 +1,381 @@
+//! Connecting: the URL, the TCP connection, TLS, and the HTTP/1.1 upgrade (RFC 6455 4.1)
+//! on hyper's client connection.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use tokio::net::TcpStream;
+
+use super::error::ConnectError;
+use super::handler::Connected;
+use super::stream::Stream;
+
+/// The GUID RFC 6455 appends to the key for `Sec-WebSocket-Accept`.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// How much of a rejection's body the error keeps.
+const REJECTION_BODY: usize = 512;
+
+/// A parsed `ws://` or `wss://` URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The URL as given, for logs.
+    pub(crate) url: String,
+    secure: bool,
+    /// The host without IPv6 brackets, to dial and to name in TLS.
+    host: String,
+    port: u16,
+    /// The `Host` header: the URL's authority.
+    authority: HeaderValue,
+    /// The request target in origin form (`/path?query`).
+    path: Uri,
+}
+
+impl Target {
+    pub(crate) fn parse(url: &str) -> Result<Self, ConnectError> {
+        let invalid = |problem| ConnectError::InvalidUrl {
+            url: url.to_owned(),
+            problem,
+        };
+        if !url.contains("://") {
+            return Err(invalid("no scheme: start it with ws:// or wss://"));
+        }
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| invalid("not a URL (fragments are not allowed either)"))?;
+        let secure = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("ws") => false,
+            Some(s) if s.eq_ignore_ascii_case("wss") => true,
+            Some(_) => return Err(invalid("the scheme must be ws or wss")),
+            None => return Err(invalid("no scheme: start it with ws:// or wss://")),
+        };
+        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid(
+                "user info in the URL is not supported: add an Authorization header instead",
+            ));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = if path.is_empty() { "/" } else { path };
+        Ok(Target {
+            url: url.to_owned(),
+            secure,
+            host: host.to_owned(),
+            port: authority
+                .port_u16()
+                .unwrap_or(if secure { 443 } else { 80 }),
+            authority: HeaderValue::from_str(authority.as_str())
+                .map_err(|_| invalid("the host is not a valid Host header"))?,
+            path: path
+                .parse()
+                .map_err(|_| invalid("the path is not a valid request target"))?,
+        })
+    }
+}
+
+/// An open WebSocket connection, right after the 101.
+pub(crate) struct Established {
+    pub(crate) stream: Stream,
+    /// Bytes the server sent right behind its 101, which hyper had already read.
+    pub(crate) read_buf: Bytes,
+    pub(crate) connected: Connected,
+}
+
+/// Everything needed to connect, again and again: built once by the client builder.
+pub(crate) struct Connector {
+    pub(crate) target: Target,
+    headers: HeaderMap,
+    /// The subprotocols offered, in order, and the header that offers them.
+    protocols: Vec<String>,
+    protocol_header: Option<HeaderValue>,
+    timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Connector {
+    pub(crate) fn new(
+        target: Target,
+        headers: HeaderMap,
+        protocols: Vec<String>,
+        timeout: Duration,
+        #[cfg(feature = "tls")] tls: &super::tls::TlsSettings,
+    ) -> Result<Self, ConnectError> {
+        if target.secure && cfg!(not(feature = "tls")) {
+            return Err(ConnectError::TlsNotEnabled);
+        }
+        let protocol_header = offer_header(&protocols)?;
+        Ok(Connector {
+            #[cfg(feature = "tls")]
+            tls: target.secure.then(|| tls.connector()).transpose()?,
+            target,
+            headers,
+            protocols,
+            protocol_header,
+            timeout,
+        })
+    }
+
+    /// Connects and upgrades, within the connect timeout.
+    pub(crate) async fn connect(&self) -> Result<Established, ConnectError> {
+        tracing::debug!(url = %self.target.url, "connecting");
+        tokio::time::timeout(self.timeout, self.upgrade())
+            .await
+            .unwrap_or(Err(ConnectError::Timeout(self.timeout)))
+    }
+
+    async fn upgrade(&self) -> Result<Established, ConnectError> {
+        let stream = self.open_stream().await?;
+        let key = fastwebsockets::handshake::generate_key();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Http)?;
+        // The connection task ends when the upgrade hands the socket over, or when the
+        // request is abandoned (the sender dropped on a timeout).
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%error, "HTTP connection for the upgrade ended with an error");
+            }
+        });
+        let response = sender
+            .send_request(self.request(&key))
+            .await
+            .map_err(ConnectError::Http)?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(rejection(response).await);
+        }
+        let connected = self.check(&response, &key)?;
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(ConnectError::Http)?;
+        let parts = upgraded
+            .downcast::<TokioIo<Stream>>()
+            .expect("hyper upgrades the io it was given, which is a TokioIo<Stream>");
+        tracing::debug!(protocol = connected.protocol(), "connected");
+        Ok(Established {
+            stream: parts.io.into_inner(),
+            read_buf: parts.read_buf,
+            connected,
+        })
+    }
+
+    async fn open_stream(&self) -> Result<Stream, ConnectError> {
+        let Target { host, port, .. } = &self.target;
+        let tcp = TcpStream::connect((host.as_str(), *port))
+            .await
+            .map_err(|error| ConnectError::Tcp {
+                addr: if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                },
+                error,
+            })?;
+        // Frames are written whole and coalesced already; Nagle would only add latency.
+        let _ = tcp.set_nodelay(true);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return super::tls::handshake(tls, host, tcp).await;
+        }
+        Ok(Stream::Plain(tcp))
+    }
+
+    fn request(&self, key: &str) -> Request<Empty<Bytes>> {
+        let mut request = Request::new(Empty::new());
+        *request.uri_mut() = self.target.path.clone();
+        let headers = request.headers_mut();
+        headers.clone_from(&self.headers);
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, self.target.authority.clone());
+        }
+        let fixed = [
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::CONNECTION, HeaderValue::from_static("Upgrade")),
+            (
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            ),
+            (
+                header::SEC_WEBSOCKET_KEY,
+                HeaderValue::from_str(key).expect("a base64 key is a header value"),
+            ),
+        ];
+        for (name, value) in fixed {
+            headers.insert(name, value);
+        }
+        if let Some(offer) = &self.protocol_header {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, offer.clone());
+        }
+        request
+    }
+
+    /// Checks a 101 response the way RFC 6455 4.1 asks a client to.
+    fn check(&self, response: &Response<Incoming>, key: &str) -> Result<Connected, ConnectError> {
+        let headers = response.headers();
+        let invalid = |problem: String| Err(ConnectError::InvalidResponse(problem));
+        let upgrade = headers.get(header::UPGRADE);
+        if !upgrade.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+            return invalid(format!("Upgrade must be \"websocket\", got {upgrade:?}"));
+        }
+        if !has_token(headers, header::CONNECTION, "upgrade") {
+            return invalid("Connection must include \"Upgrade\"".into());
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .map(|v| v.as_bytes())
+            != Some(accept_key(key).as_bytes())
+        {
+            return invalid("Sec-WebSocket-Accept does not match the key the client sent".into());
+        }
+        if let Some(extensions) = headers.get(header::SEC_WEBSOCKET_EXTENSIONS) {
+            return invalid(format!(
+                "the server accepted extensions the client did not offer: {extensions:?}"
+            ));
+        }
+        let mut chosen = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+        let protocol = match (chosen.next(), chosen.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => {
+                return invalid("more than one Sec-WebSocket-Protocol header".into())
+            }
+            (Some(value), None) => {
+                let value = value.to_str().unwrap_or_default().trim();
+                if !self.protocols.iter().any(|offered| offered == value) {
+                    return Err(ConnectError::UnofferedProtocol(value.to_owned()));
+                }
+                Some(value.to_owned())
+            }
+        };
+        Ok(Connected::new(protocol, headers.clone()))
+    }
+}
+
+/// The `Sec-WebSocket-Protocol` offer, after checking each name is an HTTP token.
+fn offer_header(protocols: &[String]) -> Result<Option<HeaderValue>, ConnectError> {
+    if protocols.is_empty() {
+        return Ok(None);
+    }
+    for protocol in protocols {
+        let is_token = !protocol.is_empty()
+            && protocol
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !is_token {
+            return Err(ConnectError::Config(format!(
+                "subprotocol {protocol:?} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
+            )));
+        }
+    }
+    let offer = HeaderValue::from_str(&protocols.join(", ")).expect("tokens are header values");
+    Ok(Some(offer))
+}
+
+/// `base64(SHA-1(key + GUID))`: what the server must answer to `key`.
+fn accept_key(key: &str) -> String {
+    let mut sha1 = Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(ACCEPT_GUID);
+    STANDARD.encode(sha1.finalize())
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The error for a non-101 answer, with the start of its body: servers often say why.
+async fn rejection(response: Response<Incoming>) -> ConnectError {
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while text.len() < REJECTION_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    text.extend_from_slice(&data);
+                }
+            }
+            _ => break,
+        }
+    }
+    text.truncate(REJECTION_BODY);
+    let body = String::from_utf8_lossy(&text).trim().to_owned();
+    ConnectError::Rejected { status, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn urls_parse_into_host_port_and_origin_form_path() {
+        let t = Target::parse("ws://127.0.0.1:3000/echo?room=a").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.secure),
+            ("127.0.0.1", 3000, false)
+        );
+        assert_eq!(t.authority, "127.0.0.1:3000");
+        assert_eq!(t.path, "/echo?room=a");
+
+        let t = Target::parse("WSS://example.com").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.secure),
+            ("example.com", 443, true)
+        );
+        assert_eq!(t.path, "/");
+
+        let t = Target::parse("ws://[::1]:9001/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9001));
+        assert_eq!(t.authority, "[::1]:9001");
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        for (url, says) in [
+            ("http://example.com/", "the scheme must be ws or wss"),
+            ("example.com/socket", "no scheme"),
+            ("ws://user:pw@example.com/", "Authorization header"),
+            ("ws://exa mple.com/", "not a URL"),
+        ] {
+            let error = Target::parse(url).unwrap_err().to_string();
+            assert!(error.contains(says), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn subprotocols_must_be_tokens() {
+        let offer = offer_header(&["v1.chat".into(), "v2".into()]).unwrap();
+        assert_eq!(offer.unwrap(), "v1.chat, v2");
+        let error = offer_header(&["two words".into()]).unwrap_err().to_string();
+        assert!(
+            error.contains("\"two words\" is not an HTTP token"),
+            "{error}"
+        );
+    }
+}
