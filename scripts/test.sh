@@ -53,6 +53,7 @@ step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 step test cargo test --workspace --all-features
 step autobahn scripts/autobahn-server.sh
+step autobahn-client scripts/autobahn-client.sh
 
 banner "summary"
 printf '%s\n' "${timings[@]}"

@@ -177,45 +177,7 @@ impl Report {
             rows.push(row);
         }
 
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|column| {
-                rows.iter()
-                    .map(|row| row[column].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut table = String::new();
-        for (index, row) in rows.iter().enumerate() {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(column, (cell, &width))| {
-                    if column == 0 {
-                        format!("{cell:<width$}")
-                    } else {
-                        format!("{cell:>width$}")
-                    }
-                })
-                .collect();
-            let _ = writeln!(table, "| {} |", cells.join(" | "));
-            if index == 0 {
-                let rule: Vec<String> = widths
-                    .iter()
-                    .enumerate()
-                    .map(|(column, &width)| {
-                        let dashes = "-".repeat(width);
-                        if column == 0 {
-                            dashes
-                        } else {
-                            format!("{}:", &dashes[1..])
-                        }
-                    })
-                    .collect();
-                let _ = writeln!(table, "| {} |", rule.join(" | "));
-            }
-        }
+        let mut table = markdown_table(&rows);
         for (server, reason) in &self.skipped {
             let _ = writeln!(table, "skipped {}: {reason}", server.name());
         }
@@ -333,6 +295,52 @@ impl Report {
             "warnings": self.warnings.iter().map(Note::json).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `rows` (the first one the header) as a markdown table, columns padded to line up,
+/// the first left-aligned and the others right-aligned.
+fn markdown_table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut table = String::new();
+    for (index, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(column, (cell, &width))| {
+                if column == 0 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(table, "| {} |", cells.join(" | "));
+        if index == 0 {
+            let rule: Vec<String> = widths
+                .iter()
+                .enumerate()
+                .map(|(column, &width)| {
+                    let dashes = "-".repeat(width);
+                    if column == 0 {
+                        dashes
+                    } else {
+                        format!("{}:", &dashes[1..])
+                    }
+                })
+                .collect();
+            let _ = writeln!(table, "| {} |", rule.join(" | "));
+        }
+    }
+    table
 }
 
 /// Every metric of every scenario, in table order.
