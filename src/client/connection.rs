@@ -202,13 +202,18 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Sends a close frame for `reason` and starts the close timeout, unless closing
-    /// already.
+    /// Sends what is queued, then a close frame for `reason`, and starts the close
+    /// timeout, unless closing already.
     fn start_close(&mut self, reason: CloseReason) {
         if self.closing.is_some() {
             return;
         }
         self.write_queued();
+        self.send_close(reason);
+    }
+
+    /// Sends a close frame for `reason` and starts the close timeout.
+    fn send_close(&mut self, reason: CloseReason) {
         encode_close(
             &mut self.out,
             Some(reason.code()),
@@ -241,9 +246,10 @@ impl<'a> Connection<'a> {
                     "no pong within the keep-alive timeout: dropping the connection"
                 );
                 self.input_done = true;
-                self.start_close(CloseReason::Idle);
-                // The server is not listening: one try at writing the close frame, then
-                // drop the connection rather than wait out the close handshake.
+                // The server is not listening: what is queued stays queued for the next
+                // connection, the close frame gets one try, and the connection is
+                // dropped rather than waiting out the close handshake.
+                self.send_close(CloseReason::Idle);
                 self.close_deadline = Some(now);
             }
         } else if self.next_ping.is_some_and(|due| now >= due) {

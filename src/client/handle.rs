@@ -65,7 +65,9 @@ struct Shared {
 /// [`Client::connect`] (or [`Client::builder`] for headers, subprotocols, TLS roots and
 /// a [`ClientConfig`]) connects, then runs the [`ClientHandler`] on the client's task.
 /// Any task may send through a clone of the handle; sends queue (bounded in bytes) and go
-/// out in order, several per write.
+/// out in order, several per write. The client runs until [`Client::close`] or until the
+/// handler's `on_disconnect` says [`Reconnect::Stop`](super::Reconnect::Stop); dropping
+/// the handles does not stop it.
 ///
 /// ```no_run
 /// use estuary::client::{Client, ClientHandler};
