@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod peers;
+#[cfg(feature = "client")]
+pub mod client;
 
 use std::future::Future;
 use std::net::SocketAddr;
