@@ -125,6 +125,26 @@ impl ClientBuilder {
     /// Uses this rustls config for `wss://` instead of the built-in one (Mozilla's roots
     /// and those added with [`ClientBuilder::add_root_certificate`]): for client
     /// certificates, or to trust only a private root.
+    ///
+    /// ```no_run
+    /// use estuary::client::rustls::pki_types::{pem::PemObject, CertificateDer};
+    /// use estuary::client::rustls::{self, RootCertStore};
+    /// use estuary::client::Client;
+    /// use std::sync::Arc;
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut roots = RootCertStore::empty();
+    /// roots.add(CertificateDer::from_pem_file("private-ca.pem")?)?;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let config = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let builder = Client::builder("wss://internal.example/feed").tls_config(Arc::new(config));
+    /// # let _ = builder;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(feature = "tls")]
     pub fn tls_config(mut self, config: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
         self.tls.config = Some(config);
