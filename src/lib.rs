@@ -30,6 +30,7 @@ pub mod client;
 mod engine;
 mod handler;
 mod hub;
+mod metrics;
 mod server;
 mod session;
 mod upgrade;

@@ -65,6 +65,28 @@ pub(crate) enum Frame {
     Close(Option<(u16, Utf8Bytes)>),
 }
 
+impl Frame {
+    /// The frame's kind, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Frame::Message(Message::Text(_)) => "text",
+            Frame::Message(Message::Binary(_)) => "binary",
+            Frame::Ping(_) => "ping",
+            Frame::Pong(_) => "pong",
+            Frame::Close(_) => "close",
+        }
+    }
+
+    /// The payload length, for logs.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Frame::Message(m) => m.len(),
+            Frame::Ping(p) | Frame::Pong(p) => p.len(),
+            Frame::Close(c) => c.as_ref().map_or(0, |(_, r)| 2 + r.len()),
+        }
+    }
+}
+
 /// Why decoding stopped for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DecodeError {

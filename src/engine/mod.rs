@@ -39,6 +39,7 @@ pub(crate) use queue::Inbox;
 use queue::QueueState;
 
 use crate::handler::{Conn, Handler};
+use crate::metrics::{self, Traffic};
 
 /// Above this many unsent bytes the engine stops reading the socket and the queue.
 const HIGH_WATER: usize = 64 * 1024;
@@ -85,6 +86,7 @@ pub(crate) struct Engine<S> {
     rate_window: (Instant, u32),
     close_deadline: Option<Instant>,
     unflushed: bool,
+    traffic: Traffic,
 }
 
 impl<S: Io> Engine<S> {
@@ -112,6 +114,7 @@ impl<S: Io> Engine<S> {
             rate_window: (now, 0),
             close_deadline: None,
             unflushed: false,
+            traffic: Traffic::default(),
         }
     }
 
@@ -119,8 +122,10 @@ impl<S: Io> Engine<S> {
     pub(crate) async fn run<H: Handler>(mut self, mut handler: H, mut conn: Conn) {
         let sleep = tokio::time::sleep_until(self.next_deadline(&conn));
         tokio::pin!(sleep);
+        metrics::connection_opened();
 
         if guarded(handler.init(&mut conn)).await.is_err() {
+            panicked("init");
             conn.start_close(CloseReason::HandlerPanic);
         }
         let ending = self.drive(&mut handler, &mut conn, sleep.as_mut()).await;
@@ -133,9 +138,12 @@ impl<S: Io> Engine<S> {
         if let Ending::Linger(timeout) = ending {
             self.linger(conn.out(), timeout).await;
         }
+        self.traffic.messages_out += conn.take_sent();
+        self.traffic.flush();
+        metrics::connection_closed(&reason);
         tracing::debug!(%reason, "websocket closed");
         if guarded(handler.terminate(&mut conn, reason)).await.is_err() {
-            tracing::error!("handler panicked in terminate");
+            panicked("terminate");
         }
     }
 
@@ -161,6 +169,7 @@ impl<S: Io> Engine<S> {
                 }
                 Event::Queued(Outbound::Info(info)) => {
                     if !conn.is_closing() && guarded(handler.on_info(conn, info)).await.is_err() {
+                        panicked("on_info");
                         conn.start_close(CloseReason::HandlerPanic);
                     }
                 }
@@ -177,6 +186,8 @@ impl<S: Io> Engine<S> {
                 }
             }
             self.note_closing(conn);
+            self.traffic.messages_out += conn.take_sent();
+            self.traffic.flush();
             let next = self.next_deadline(conn);
             if next < sleep.deadline() {
                 sleep.as_mut().reset(next);
@@ -205,12 +216,14 @@ impl<S: Io> Engine<S> {
             if !matches!(frame, Frame::Close(_)) && !conn.is_closing() && self.over_rate(now) {
                 conn.start_close(CloseReason::RateLimited);
             }
+            tracing::debug!(target: "estuary::frames", frame = frame.kind(), len = frame.len(), "received");
             match frame {
                 Frame::Message(message) => {
+                    self.traffic.messages_in += 1;
                     if !conn.is_closing()
                         && guarded(handler.on_message(conn, message)).await.is_err()
                     {
-                        tracing::error!("handler panicked in on_message");
+                        panicked("on_message");
                         conn.start_close(CloseReason::HandlerPanic);
                     }
                 }
@@ -329,6 +342,7 @@ impl<S: Io> Engine<S> {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(Outbound::Frame(frame))) => {
                         self.queue.dequeued(frame.len());
+                        self.traffic.messages_out += 1;
                         out.extend_from_slice(&frame);
                     }
                     Poll::Ready(Some(other)) => return Poll::Ready(Event::Queued(other)),
@@ -344,7 +358,10 @@ impl<S: Io> Engine<S> {
             self.rbuf.reserve(want);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
-                Poll::Ready(Ok(_)) => return Poll::Ready(Event::Read),
+                Poll::Ready(Ok(n)) => {
+                    self.traffic.bytes_in += n as u64;
+                    return Poll::Ready(Event::Read);
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
                 Poll::Pending => {}
             }
@@ -363,6 +380,8 @@ impl<S: Io> Engine<S> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             out.advance(n);
+            self.traffic.bytes_out += n as u64;
+            tracing::debug!(target: "estuary::frames", bytes = n, "wrote");
             self.unflushed = true;
         }
         if out.capacity() > KEEP_CAPACITY {
@@ -392,6 +411,14 @@ impl<S: Io> Engine<S> {
         })
         .await;
     }
+}
+
+fn panicked(callback: &'static str) {
+    metrics::handler_panicked();
+    tracing::error!(
+        callback,
+        "handler panicked; closing its connection with 1011"
+    );
 }
 
 /// Runs a handler callback, turning a panic into an error.

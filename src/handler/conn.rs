@@ -37,6 +37,7 @@ pub struct Conn {
     hub: HubRegistration,
     max_buffered: usize,
     policy: SlowConsumerPolicy,
+    sent: u64,
 }
 
 impl Conn {
@@ -55,6 +56,7 @@ impl Conn {
             hub,
             max_buffered,
             policy,
+            sent: 0,
         }
     }
 
@@ -82,6 +84,7 @@ impl Conn {
     pub fn send_prepared(&mut self, frame: &Prepared) -> Result<(), SendError> {
         self.check_room()?;
         self.out.extend_from_slice(frame.as_bytes());
+        self.sent += 1;
         Ok(())
     }
 
@@ -192,7 +195,13 @@ impl Conn {
     fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
         self.check_room()?;
         encode_frame(&mut self.out, opcode, payload, None);
+        self.sent += 1;
         Ok(())
+    }
+
+    /// Messages sent since the last call, for the metrics.
+    pub(crate) fn take_sent(&mut self) -> u64 {
+        std::mem::take(&mut self.sent)
     }
 
     fn check_room(&mut self) -> Result<(), SendError> {

@@ -217,7 +217,6 @@ struct HubInner {
 #[cfg(feature = "redis")]
 mod redis_backplane;
 
-
 impl Hub {
     /// An in-process hub.
     pub fn new() -> Self {
@@ -319,6 +318,7 @@ impl Hub {
             };
             delivered += queued.is_ok() as usize;
         });
+        crate::metrics::hub_delivered(delivered);
         delivered
     }
 

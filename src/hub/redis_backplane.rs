@@ -118,7 +118,11 @@ impl Hub {
         Ok(Hub { inner })
     }
 
-    pub(crate) async fn redis_members(&self, backplane: &Backplane, channel: &str) -> Result<Vec<Member>, HubError> {
+    pub(crate) async fn redis_members(
+        &self,
+        backplane: &Backplane,
+        channel: &str,
+    ) -> Result<Vec<Member>, HubError> {
         let mut redis = backplane.queries.clone();
         let key = Backplane::presence_key(&backplane.prefix, channel);
         let entries: HashMap<String, String> = redis

@@ -222,7 +222,16 @@ impl Server {
             let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(PeerAddr(peer));
                 request.extensions_mut().insert(registry.clone());
-                service.clone().oneshot(request)
+                let handshake =
+                    is_websocket_upgrade(&request).then(|| request.uri().path().to_owned());
+                let response = service.clone().oneshot(request);
+                async move {
+                    let response = response.await;
+                    if let (Some(path), Ok(response)) = (handshake, &response) {
+                        record_handshake(response.status(), &path, peer);
+                    }
+                    response
+                }
             });
             let conn = http
                 .serve_connection(TokioIo::new(stream), per_request)
@@ -259,6 +268,21 @@ impl Server {
             );
         }
         Ok(())
+    }
+}
+
+fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Counts a handshake's outcome and logs a refusal once, whichever layer refused it.
+fn record_handshake(status: http::StatusCode, path: &str, peer: SocketAddr) {
+    crate::metrics::handshake(status);
+    if status != http::StatusCode::SWITCHING_PROTOCOLS {
+        tracing::info!(status = status.as_u16(), path, %peer, "websocket handshake refused");
     }
 }
 

@@ -1,0 +1,65 @@
+//! The library's metrics as a Prometheus scrape shows them, after real traffic.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, handshake_request, raw_request, serve, within};
+use estuary::{handler_fn, Conn, Message, WebSocketService};
+use futures_util::{SinkExt, StreamExt};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// The value of the sample whose line starts with `series` (name and labels).
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn connections_handshakes_messages_and_closes_are_counted() {
+    let prometheus = PrometheusBuilder::new().install_recorder().unwrap();
+    let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+        let _ = conn.send(msg);
+    }));
+    let server = serve(echo).await;
+
+    let refused = raw_request(server.addr, &handshake_request("/", "").replace("13", "8")).await;
+    assert_eq!(refused.status, 426);
+
+    let mut client = connect(&server.url("/")).await;
+    for text in ["one", "two", "three"] {
+        client.send(WsMessage::text(text)).await.unwrap();
+        within("echo", client.next()).await.unwrap().unwrap();
+    }
+    let scrape = prometheus.render();
+    assert_eq!(sample(&scrape, "estuary_connections"), Some(1.0), "{scrape}");
+
+    client.close(None).await.unwrap();
+    while within("close", client.next()).await.is_some() {}
+    let scrape = within("the connection is closed and counted", async {
+        loop {
+            let scrape = prometheus.render();
+            if sample(&scrape, "estuary_connections") == Some(0.0) {
+                return scrape;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let expect = [
+        ("estuary_handshakes_total{outcome=\"accepted\"}", 1.0),
+        ("estuary_handshakes_total{outcome=\"426\"}", 1.0),
+        ("estuary_messages_received_total", 3.0),
+        ("estuary_messages_sent_total", 3.0),
+        ("estuary_closes_total{code=\"1005\",reason=\"remote\"}", 1.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(sample(&scrape, series), Some(value), "{series} in\n{scrape}");
+    }
+    let bytes_in = sample(&scrape, "estuary_bytes_received_total").unwrap();
+    assert!(bytes_in >= 3.0 * 6.0 + 3.0, "at least the masked frames: {bytes_in}");
+    server.stop().await;
+}
