@@ -1,0 +1,231 @@
+//! The example server's routes and the layers in front of them, built from a [`Config`].
+//!
+//! ```text
+//! HealthLayer (health_path)
+//!   -> routes, by path:
+//!        echo_path -> OriginLayer -> RateLimitLayer -> ConnectionLimitLayer -> AuthLayer
+//!                     -> SessionLimitsLayer -> WebSocketService (echo)
+//!        anything else -> 404
+//! ```
+//!
+//! Every WebSocket route sits behind the same [`WebSocketLayers`], so the connection cap
+//! and the rate limiter count across routes. A new route is one more `route` call in
+//! [`App::with_echo`]. The config switches layers on and off at run time, so each route is
+//! boxed into one [`Route`] type: a box per layer costs nothing next to a handshake.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use estuary::middleware::auth::{AuthLayer, Authenticate, BasicUsers, BearerTokens, QueryToken};
+use estuary::middleware::conn_limit::ConnectionLimitLayer;
+use estuary::middleware::health::{Draining, HealthLayer};
+use estuary::middleware::origin::OriginLayer;
+use estuary::middleware::rate_limit::RateLimitLayer;
+use estuary::middleware::session_limits::SessionLimitsLayer;
+use estuary::middleware::{MessageRate, SessionLimits};
+use estuary::{handler_fn, Conn, Handler, Message, WebSocketService};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tower::util::BoxCloneSyncService;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+use crate::config::{AuthMode, Config};
+
+/// The response body every route answers with.
+pub type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// One route, or the whole app: a request in, a response out, never an error.
+pub type Route = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
+
+/// The example server's service, and the switch that turns `/health` to 503 on shutdown.
+#[derive(Clone)]
+pub struct App {
+    /// What the server serves.
+    pub service: Route,
+    /// Flip this when shutdown begins.
+    pub draining: Draining,
+}
+
+impl App {
+    /// The example server: every message on `echo_path` echoed back.
+    pub fn new(config: &Config) -> App {
+        App::with_echo(config, echo())
+    }
+
+    /// The example server with `echo` answering on `echo_path` (tests put their own
+    /// handler there, behind the same layers).
+    pub fn with_echo<H: Handler + Sync>(config: &Config, echo: H) -> App {
+        let websocket = WebSocketLayers::new(config);
+        let routes = Routes::default().route(
+            &config.echo_path,
+            websocket.wrap(WebSocketService::new(echo)),
+        );
+        let draining = Draining::new();
+        let health = HealthLayer::new(config.health_path.as_str()).with_draining(draining.clone());
+        App {
+            service: boxed(health.layer(routes.into_service())),
+            draining,
+        }
+    }
+}
+
+/// Every message echoed back unchanged.
+pub fn echo() -> impl Handler + Sync {
+    handler_fn(|conn: &mut Conn, msg: Message| {
+        let _ = conn.send(msg);
+    })
+}
+
+/// The layers in front of every WebSocket route, in the order of the request path.
+///
+/// Built once: the connection cap and the rate limiter keep their counts in the layer,
+/// shared by every route they wrap.
+#[derive(Clone)]
+pub struct WebSocketLayers {
+    origin: Option<OriginLayer>,
+    rate_limit: Option<RateLimitLayer>,
+    connections: ConnectionLimitLayer,
+    auth: crate::config::Auth,
+    limits: SessionLimitsLayer,
+}
+
+impl WebSocketLayers {
+    /// The layers `config` asks for.
+    pub fn new(config: &Config) -> Self {
+        let origin = (!config.allowed_origins.is_empty()).then(|| {
+            OriginLayer::new(&config.allowed_origins).expect("Config::parse checked the origins")
+        });
+        let rate_limit = config.rate_limit.map(|rate| {
+            let layer = RateLimitLayer::per_second(rate.per_second);
+            match rate.burst {
+                Some(burst) => layer.with_burst(burst),
+                None => layer,
+            }
+        });
+        let mut limits =
+            SessionLimits::default().with_max_message_size(config.max_message_size.get());
+        limits.idle_timeout = config.idle_timeout;
+        limits.max_age = config.max_connection_age;
+        limits.message_rate = config
+            .transmission_limit
+            .map(|limit| MessageRate::new(limit.capacity.get(), limit.duration));
+        Self {
+            origin,
+            rate_limit,
+            connections: ConnectionLimitLayer::new(config.max_connections.get()),
+            auth: config.auth.clone(),
+            limits: SessionLimitsLayer::from_limits(limits),
+        }
+    }
+
+    /// `websocket` behind the layers.
+    pub fn wrap<H: Handler + Sync>(&self, websocket: WebSocketService<H>) -> Route {
+        let route = boxed(self.limits.layer(websocket));
+        let route = self.authenticated(route);
+        let route = boxed(self.connections.layer(route));
+        let route = optional(self.rate_limit.as_ref(), route);
+        optional(self.origin.as_ref(), route)
+    }
+
+    fn authenticated(&self, route: Route) -> Route {
+        let auth = &self.auth;
+        let bearer = || BearerTokens::new(auth.realm.as_str()).with_tokens(auth.tokens.clone());
+        match (auth.mode, &auth.query_param) {
+            (AuthMode::None, _) => route,
+            (AuthMode::Basic, _) => {
+                let users = BasicUsers::new(auth.realm.as_str()).with_users(auth.users.clone());
+                boxed(AuthLayer::new(users).layer(route))
+            }
+            (AuthMode::Bearer, None) => boxed(AuthLayer::new(bearer()).layer(route)),
+            (AuthMode::Bearer, Some(param)) => {
+                let query = QueryToken::new(auth.realm.as_str())
+                    .with_param(param.as_str())
+                    .with_tokens(auth.tokens.clone());
+                boxed(AuthLayer::new(bearer().or(query)).layer(route))
+            }
+        }
+    }
+}
+
+/// Routes by exact path; anything else is 404.
+#[derive(Default)]
+struct Routes(HashMap<String, Route>);
+
+impl Routes {
+    fn route(mut self, path: &str, route: Route) -> Self {
+        self.0.insert(path.to_owned(), route);
+        self
+    }
+
+    fn into_service(self) -> Route {
+        let routes = Arc::new(self.0);
+        BoxCloneSyncService::new(service_fn(move |request: Request<Incoming>| {
+            let route = routes.get(request.uri().path()).cloned();
+            async move {
+                match route {
+                    Some(route) => route.oneshot(request).await,
+                    None => Ok(not_found(request.uri().path())),
+                }
+            }
+        }))
+    }
+}
+
+fn not_found(path: &str) -> Response<Body> {
+    let mut response = Response::new(full(format!("no route for {path}")));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn full(text: String) -> Body {
+    Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// `route` behind `layer`, when there is one.
+fn optional<L>(layer: Option<&L>, route: Route) -> Route
+where
+    L: Layer<Route>,
+    L::Service: Service<Request<Incoming>, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request<Incoming>>>::Future: Send + 'static,
+    <L::Service as Service<Request<Incoming>>>::Response: IntoBody,
+{
+    match layer {
+        Some(layer) => boxed(layer.layer(route)),
+        None => route,
+    }
+}
+
+/// Erases a service's type, and its response body's.
+fn boxed<S>(service: S) -> Route
+where
+    S: Service<Request<Incoming>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Response: IntoBody,
+{
+    BoxCloneSyncService::new(service.map_response(IntoBody::into_body))
+}
+
+/// A response whose body can be boxed into [`Body`].
+trait IntoBody {
+    fn into_body(self) -> Response<Body>;
+}
+
+impl<B> IntoBody for Response<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn into_body(self) -> Response<Body> {
+        self.map(|body| body.map_err(Into::into).boxed_unsync())
+    }
+}

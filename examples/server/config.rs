@@ -1,0 +1,322 @@
+//! The example server's configuration: a TOML file in which every key is optional and
+//! every bad value is a startup error that names its key.
+//!
+//! ```text
+//! config: idle_timeout: invalid duration "12x": expected a number and a unit (ms, s, m, h, d), or "infinity"
+//! config: rate_limit.per_second: invalid value: integer `0`, expected a nonzero u32
+//! config: unknown key `idle_timout`, expected one of `bind`, `echo_path`, ...
+//! ```
+//!
+//! Adding a key: a field here (with its default in `Default`), a line in
+//! `examples/server.toml`, and the use in `app.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::Path;
+use std::time::Duration;
+
+use estuary::middleware::origin::OriginLayer;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// The example server's settings, as read from the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The address to listen on; `--bind` overrides it.
+    pub bind: SocketAddr,
+    /// The path of the echo WebSocket.
+    #[serde(deserialize_with = "route_path")]
+    pub echo_path: String,
+    /// The path of the health check.
+    #[serde(deserialize_with = "route_path")]
+    pub health_path: String,
+    /// SO_REUSEPORT, so several server processes can share the port.
+    pub reuse_port: bool,
+    /// The most WebSockets open at once; one more gets 503.
+    pub max_connections: NonZeroUsize,
+    /// How long a WebSocket may stay open at all; `None` is "infinity".
+    #[serde(deserialize_with = "duration_or_infinity")]
+    pub max_connection_age: Option<Duration>,
+    /// How long a WebSocket may stay silent; `None` is "infinity".
+    #[serde(deserialize_with = "duration_or_infinity")]
+    pub idle_timeout: Option<Duration>,
+    /// The largest message a client may send, in bytes.
+    pub max_message_size: NonZeroUsize,
+    /// Debug-level logs for estuary (RUST_LOG, when set, still wins).
+    pub show_debug_logs: bool,
+    /// Origins browsers may open WebSockets from; empty lets every origin in.
+    #[serde(deserialize_with = "origins")]
+    pub allowed_origins: Vec<String>,
+    /// At most `capacity` messages per `duration` from each client.
+    pub transmission_limit: Option<TransmissionLimit>,
+    /// Handshakes per second per client IP.
+    pub rate_limit: Option<RateLimit>,
+    /// Who may open a WebSocket.
+    pub auth: Auth,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            echo_path: "/echo".into(),
+            health_path: "/health".into(),
+            reuse_port: false,
+            max_connections: NonZeroUsize::new(65_536).expect("65536 is not zero"),
+            max_connection_age: None,
+            idle_timeout: Some(Duration::from_secs(120)),
+            max_message_size: NonZeroUsize::new(64 << 20).expect("64 MiB is not zero"),
+            show_debug_logs: false,
+            allowed_origins: Vec::new(),
+            transmission_limit: None,
+            rate_limit: None,
+            auth: Auth::default(),
+        }
+    }
+}
+
+/// `[transmission_limit]`: Riverside's message rate, per connection.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransmissionLimit {
+    /// Messages (frames) allowed in one window.
+    pub capacity: NonZeroU32,
+    /// The window.
+    #[serde(deserialize_with = "duration")]
+    pub duration: Duration,
+}
+
+/// `[rate_limit]`: handshakes per client IP.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Handshakes per second, once the burst is spent.
+    pub per_second: NonZeroU32,
+    /// Handshakes allowed at once; `per_second` when absent.
+    pub burst: Option<NonZeroU32>,
+}
+
+/// `[auth]`: how WebSocket clients prove who they are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Which check applies.
+    pub mode: AuthMode,
+    /// The realm named in `WWW-Authenticate` challenges.
+    pub realm: String,
+    /// `mode = "basic"`: user name to password.
+    pub users: BTreeMap<String, String>,
+    /// `mode = "bearer"`: token to user id.
+    pub tokens: BTreeMap<String, String>,
+    /// `mode = "bearer"`: also accept the token in this query parameter (for browsers).
+    pub query_param: Option<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            realm: "estuary".into(),
+            users: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            query_param: None,
+        }
+    }
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone may connect.
+    #[default]
+    None,
+    /// `Authorization: Basic`, checked against `users`.
+    Basic,
+    /// `Authorization: Bearer` (or `query_param`), checked against `tokens`.
+    Bearer,
+}
+
+/// A config error, naming the key: `config: idle_timeout: invalid duration "12x"`.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn at(key: &str, message: impl fmt::Display) -> Self {
+        if key.is_empty() {
+            Self(message.to_string())
+        } else {
+            Self(format!("{key}: {message}"))
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// Parses and checks a config file's text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let document = toml::Deserializer::parse(text).map_err(|e| {
+            let message = e.message().trim_end();
+            match e.span() {
+                // A syntax error: point at the line, which holds the key.
+                Some(span) => {
+                    let number = 1 + text[..span.start].matches('\n').count();
+                    let line = text.lines().nth(number - 1).unwrap_or("").trim();
+                    ConfigError(format!("line {number}: {message}: `{line}`"))
+                }
+                None => ConfigError(message.to_owned()),
+            }
+        })?;
+        let config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            // serde says "field"; a config file has keys.
+            let message = e.inner().message().replace("unknown field", "unknown key");
+            ConfigError::at(&key, message.trim_end())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// What serde cannot see: keys that only make sense together.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.echo_path == self.health_path {
+            return Err(ConfigError::at(
+                "echo_path",
+                format!("{:?} is also the health_path", self.echo_path),
+            ));
+        }
+        self.auth.check()
+    }
+}
+
+impl Auth {
+    fn check(&self) -> Result<(), ConfigError> {
+        let (key, empty, mode) = match self.mode {
+            AuthMode::None => ("", false, ""),
+            AuthMode::Basic => ("auth.users", self.users.is_empty(), "basic"),
+            AuthMode::Bearer => ("auth.tokens", self.tokens.is_empty(), "bearer"),
+        };
+        if empty {
+            return Err(ConfigError::at(
+                key,
+                format!("mode = \"{mode}\" needs at least one entry"),
+            ));
+        }
+        if let Some(name) = self.users.keys().find(|name| name.contains(':')) {
+            return Err(ConfigError::at(
+                "auth.users",
+                format!("user name {name:?} contains ':', which Basic credentials cannot carry"),
+            ));
+        }
+        if self.tokens.contains_key("") {
+            return Err(ConfigError::at("auth.tokens", "a token must not be empty"));
+        }
+        if self.query_param.as_deref() == Some("") {
+            return Err(ConfigError::at("auth.query_param", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses "250ms", "30s", "5m", "1h" or "1d": a whole number and a unit.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit = match unit {
+        "ms" => Duration::from_millis(1),
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(86_400),
+        _ => return None,
+    };
+    unit.checked_mul(u32::try_from(number).ok()?)
+}
+
+/// A duration key, with or without "infinity".
+struct DurationVisitor {
+    infinity: bool,
+}
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Option<Duration>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as \"30s\"")?;
+        if self.infinity {
+            f.write_str(" or \"infinity\"")?;
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        if self.infinity && text == "infinity" {
+            return Ok(None);
+        }
+        let infinity = if self.infinity {
+            ", or \"infinity\""
+        } else {
+            ""
+        };
+        match parse_duration(text) {
+            Some(Duration::ZERO) => Err(E::custom(format!(
+                "{text:?} is zero; it must be longer{}",
+                if self.infinity {
+                    " (\"infinity\" turns it off)"
+                } else {
+                    ""
+                }
+            ))),
+            Some(duration) => Ok(Some(duration)),
+            None => Err(E::custom(format!(
+                "invalid duration {text:?}: expected a number and a unit (ms, s, m, h, d){infinity}"
+            ))),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let duration = deserializer.deserialize_str(DurationVisitor { infinity: false })?;
+    Ok(duration.expect("without \"infinity\" a duration is finite"))
+}
+
+fn duration_or_infinity<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    deserializer.deserialize_str(DurationVisitor { infinity: true })
+}
+
+fn route_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let path = String::deserialize(deserializer)?;
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        return Err(de::Error::custom(format!(
+            "{path:?} is not a path: it must start with '/' and have no query"
+        )));
+    }
+    Ok(path)
+}
+
+fn origins<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let origins = Vec::<String>::deserialize(deserializer)?;
+    OriginLayer::new(&origins).map_err(de::Error::custom)?;
+    Ok(origins)
+}

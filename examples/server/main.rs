@@ -1,0 +1,95 @@
+//! The example server: WebSocket echo behind every Estuary layer, configured by a TOML
+//! file.
+//!
+//! ```text
+//! cargo run --release --example server -- --bind 127.0.0.1:3000
+//! cargo run --release --example server -- --config examples/server.toml
+//! ```
+//!
+//! With no config file it runs with the defaults: `/echo` echoes every message back,
+//! `/health` answers "OK". `examples/server.toml` lists every key with a comment; a bad
+//! value stops the server at startup with a message that names the key. SIGINT or
+//! SIGTERM starts a graceful shutdown: `/health` turns to 503, sockets close with 1001.
+
+mod app;
+mod config;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use estuary::Server;
+use tracing_subscriber::EnvFilter;
+
+use crate::app::App;
+use crate::config::Config;
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(about = "Estuary example server")]
+struct Args {
+    /// TOML config file (see examples/server.toml); without it, the defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding the config file's `bind`.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = match args.config.as_deref().map(Config::load) {
+        None => Config::default(),
+        Some(Ok(config)) => config,
+        Some(Err(error)) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(bind) = args.bind {
+        config.bind = bind;
+    }
+    init_logs(config.show_debug_logs);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let app = App::new(&config);
+    let server = Server::builder()
+        .reuse_port(config.reuse_port)
+        .bind(config.bind)
+        .with_context(|| format!("bind: cannot listen on {}", config.bind))?;
+    tracing::info!(addr = %server.local_addr()?, "listening");
+    let draining = app.draining.clone();
+    let signal = async move {
+        estuary::shutdown_signal().await;
+        draining.start();
+    };
+    server.serve_with_shutdown(app.service, signal).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Info-level logs, or debug-level for estuary with `show_debug_logs`; RUST_LOG wins.
+fn init_logs(show_debug_logs: bool) {
+    let default = if show_debug_logs {
+        "info,estuary=debug,estuary_middleware=debug"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+}
