@@ -3,19 +3,23 @@
 //! to send.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-pub mod peers;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod example;
+pub mod peers;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use estuary::{Server, Shutdown};
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Every wait in the tests is bounded by this.
@@ -107,11 +111,65 @@ where
 
 /// Connects a tokio-tungstenite client.
 pub async fn connect(url: &str) -> Client {
-    let (client, response) = within("websocket connect", tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    connect_with(url, &[]).await
+}
+
+/// Connects a tokio-tungstenite client that sends extra handshake `headers`.
+pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Client {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let (client, response) = within(
+        "websocket connect",
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     assert_eq!(response.status(), 101);
     client
+}
+
+/// Connects a tokio-tungstenite client from the local address `from`.
+pub async fn connect_from(from: IpAddr, url: &str) -> Client {
+    let url: http::Uri = url.parse().unwrap();
+    let addr = url.authority().unwrap().as_str().parse().unwrap();
+    let stream = MaybeTlsStream::Plain(tcp_from(from, addr).await);
+    let (client, response) = within(
+        "websocket connect",
+        tokio_tungstenite::client_async(url.clone(), stream),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect {url} from {from}: {e}"));
+    assert_eq!(response.status(), 101);
+    client
+}
+
+/// Sends `text` and waits for it to come back.
+pub async fn echo_roundtrip(client: &mut Client, text: &str) {
+    client.send(WsMessage::text(text)).await.unwrap();
+    let reply = within("echo", client.next()).await;
+    match reply {
+        Some(Ok(WsMessage::Text(reply))) => assert_eq!(reply.as_str(), text),
+        other => panic!("expected the echo of {text:?}, got {other:?}"),
+    }
+}
+
+/// Reads until the server's close frame: its code and reason.
+pub async fn next_close(client: &mut Client) -> (u16, String) {
+    loop {
+        match within("close frame", client.next()).await {
+            Some(Ok(WsMessage::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string())
+            }
+            Some(Ok(WsMessage::Close(None))) => panic!("close frame without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }
 
 /// The response to a raw HTTP request: status, lower-cased headers, body.
@@ -133,9 +191,36 @@ impl RawResponse {
 
 /// Sends `request` verbatim and reads the response (the server must close or send a
 /// Content-Length).
-pub async fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
-    let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
+pub async fn raw_request(addr: SocketAddr, request: impl AsRef<[u8]>) -> RawResponse {
+    let stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+    raw_request_on(stream, request).await
+}
+
+/// [`raw_request`] from the local address `from` (on Linux, any of 127.0.0.0/8 reaches a
+/// server on 127.0.0.1, so a test can be several client IPs).
+pub async fn raw_request_from(
+    from: IpAddr,
+    addr: SocketAddr,
+    request: impl AsRef<[u8]>,
+) -> RawResponse {
+    raw_request_on(tcp_from(from, addr).await, request).await
+}
+
+/// A TCP connection to `addr` from the local address `from`.
+pub async fn tcp_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = match from {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .unwrap();
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    within("connect", socket.connect(addr)).await.unwrap()
+}
+
+async fn raw_request_on(mut stream: TcpStream, request: impl AsRef<[u8]>) -> RawResponse {
+    stream.write_all(request.as_ref()).await.unwrap();
     let mut buf = Vec::new();
     within("read response", async {
         loop {

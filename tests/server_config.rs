@@ -1,0 +1,504 @@
+//! The example server binary and its config file: every key changes what the server does,
+//! every bad value stops it at startup with a message that names the key.
+
+mod common;
+
+use std::net::{IpAddr, TcpListener};
+use std::time::Duration;
+
+use common::example::{startup_error, ExampleServer};
+use common::{
+    connect, connect_from, connect_with, echo_roundtrip, handshake_request, next_close,
+    raw_request, raw_request_from, within,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Every server in these tests listens on a port the OS picks.
+const ANY_PORT: &[&str] = &["--bind", "127.0.0.1:0"];
+
+async fn get(server: &ExampleServer, path: &str) -> common::RawResponse {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    raw_request(server.addr, request).await
+}
+
+async fn handshake(server: &ExampleServer, path: &str, extra: &str) -> common::RawResponse {
+    raw_request(server.addr, handshake_request(path, extra)).await
+}
+
+#[tokio::test]
+async fn without_a_config_file_the_defaults_echo_and_answer_health() {
+    let server = ExampleServer::start_with_defaults(ANY_PORT);
+    let mut client = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut client, "hello").await;
+    let health = get(&server, "/health").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "OK"));
+    let nowhere = get(&server, "/nowhere").await;
+    assert_eq!(
+        (nowhere.status, nowhere.body.as_str()),
+        (404, "no route for /nowhere")
+    );
+}
+
+#[tokio::test]
+async fn the_shipped_example_config_loads_and_runs_as_is() {
+    let toml = include_str!("../examples/server.toml");
+    let server = ExampleServer::start(toml, ANY_PORT);
+    let health = get(&server, "/health").await;
+    assert_eq!(health.status, 200);
+    let refused = handshake(&server, "/echo", "").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(r#"Basic realm="estuary""#)
+    );
+    let alice = "Basic YWxpY2U6d29uZGVybGFuZA=="; // alice:wonderland
+    let mut client = connect_with(&server.url("/echo"), &[("authorization", alice)]).await;
+    echo_roundtrip(&mut client, "as shipped").await;
+}
+
+#[tokio::test]
+async fn bind_sets_the_address_and_the_flag_overrides_it() {
+    let server = ExampleServer::start(r#"bind = "127.0.0.1:0""#, &[]);
+    assert_eq!(server.addr.ip(), IpAddr::from([127, 0, 0, 1]));
+    assert_ne!(server.addr.port(), 0);
+    drop(server);
+
+    // 192.0.2.1 (TEST-NET-1) is no address of this machine: binding it fails...
+    let unreachable = r#"bind = "192.0.2.1:4000""#;
+    let (status, stderr) = match ExampleServer::try_start(Some(unreachable), &[]) {
+        Ok(server) => panic!("listening on {}", server.addr),
+        Err(failure) => failure,
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("bind: cannot listen on 192.0.2.1:4000"),
+        "{stderr}"
+    );
+    // ...unless --bind says otherwise.
+    let server = ExampleServer::start(unreachable, ANY_PORT);
+    let health = get(&server, "/health").await;
+    assert_eq!(health.status, 200);
+}
+
+#[tokio::test]
+async fn echo_path_and_health_path_move_the_routes() {
+    let server = ExampleServer::start(
+        r#"
+        echo_path = "/ws/echo"
+        health_path = "/healthz"
+        "#,
+        ANY_PORT,
+    );
+    let mut client = connect(&server.url("/ws/echo")).await;
+    echo_roundtrip(&mut client, "moved").await;
+    assert_eq!(handshake(&server, "/echo", "").await.status, 404);
+    let health = get(&server, "/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "OK"));
+    assert_eq!(get(&server, "/health").await.status, 404);
+}
+
+#[tokio::test]
+async fn reuse_port_lets_two_servers_share_a_port() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let bind = format!("bind = \"127.0.0.1:{port}\"\n");
+    let shared = format!("{bind}reuse_port = true");
+    let first = ExampleServer::start(&shared, &[]);
+    let second = ExampleServer::start(&shared, &[]);
+    assert_eq!(first.addr, second.addr);
+    drop(second);
+
+    let exclusive = format!("{bind}reuse_port = false");
+    let (status, stderr) = match ExampleServer::try_start(Some(&exclusive), &[]) {
+        Ok(server) => panic!("a second server listens on {}", server.addr),
+        Err(failure) => failure,
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+}
+
+#[tokio::test]
+async fn max_connections_caps_open_sockets() {
+    let server = ExampleServer::start("max_connections = 1", ANY_PORT);
+    let mut client = connect(&server.url("/echo")).await;
+    let refused = handshake(&server, "/echo", "").await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    echo_roundtrip(&mut client, "still one").await;
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_a_silent_socket_with_1000() {
+    let server = ExampleServer::start(r#"idle_timeout = "300ms""#, ANY_PORT);
+    let mut client = connect(&server.url("/echo")).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        next_close(&mut client).await,
+        (1000, "idle timeout".to_owned())
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn max_connection_age_closes_a_busy_socket_with_1001() {
+    let server = ExampleServer::start(
+        r#"
+        idle_timeout = "infinity"
+        max_connection_age = "300ms"
+        "#,
+        ANY_PORT,
+    );
+    let mut client = connect(&server.url("/echo")).await;
+    let close = within("max age", async {
+        loop {
+            client.send(WsMessage::text("busy")).await.unwrap();
+            match client.next().await {
+                Some(Ok(WsMessage::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string())
+                }
+                Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(close, (1001, "max connection age reached".to_owned()));
+}
+
+#[tokio::test]
+async fn max_message_size_closes_on_a_larger_message_with_1009() {
+    let server = ExampleServer::start("max_message_size = 100", ANY_PORT);
+    let mut client = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut client, &"x".repeat(100)).await;
+    client.send(WsMessage::text("x".repeat(101))).await.unwrap();
+    assert_eq!(
+        next_close(&mut client).await,
+        (1009, "message too big".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn show_debug_logs_logs_every_socket_at_debug_level() {
+    for (show, debug_lines) in [(true, true), (false, false)] {
+        let server = ExampleServer::start(&format!("show_debug_logs = {show}"), ANY_PORT);
+        let mut client = connect(&server.url("/echo")).await;
+        client.close(None).await.unwrap();
+        while let Some(Ok(_)) = within("close", client.next()).await {}
+        drop(client);
+        let logged = within("the close in the log", async {
+            loop {
+                let logs = server.logs();
+                if logs.contains("websocket closed") || !show {
+                    return logs;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert_eq!(logged.contains(" DEBUG "), debug_lines, "{logged}");
+    }
+}
+
+#[tokio::test]
+async fn allowed_origins_turns_foreign_origins_away() {
+    let server = ExampleServer::start(r#"allowed_origins = ["https://app.example.com"]"#, ANY_PORT);
+    let foreign = handshake(&server, "/echo", "Origin: https://evil.example\r\n").await;
+    assert_eq!(foreign.status, 403);
+    let origin = [("origin", "https://app.example.com")];
+    let mut client = connect_with(&server.url("/echo"), &origin).await;
+    echo_roundtrip(&mut client, "welcome").await;
+}
+
+#[tokio::test]
+async fn transmission_limit_allows_capacity_per_duration_then_closes_with_1008() {
+    let server = ExampleServer::start(
+        "[transmission_limit]\ncapacity = 3\nduration = \"400ms\"",
+        ANY_PORT,
+    );
+    let mut client = connect(&server.url("/echo")).await;
+    for n in 0..3 {
+        echo_roundtrip(&mut client, &format!("first window {n}")).await;
+    }
+    // A new window: capacity again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 0..3 {
+        echo_roundtrip(&mut client, &format!("second window {n}")).await;
+    }
+    client.send(WsMessage::text("one too many")).await.unwrap();
+    assert_eq!(
+        next_close(&mut client).await,
+        (1008, "message rate limit exceeded".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_allows_a_burst_then_per_second() {
+    let server = ExampleServer::start("[rate_limit]\nper_second = 20\nburst = 2", ANY_PORT);
+    let here: IpAddr = "127.0.0.1".parse().unwrap();
+    let _first = connect_from(here, &server.url("/echo")).await;
+    let _second = connect_from(here, &server.url("/echo")).await;
+    let request = handshake_request("/echo", "");
+    let refused = raw_request_from(here, server.addr, &request).await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Another client IP has its own budget...
+    let _other = connect_from("127.0.0.2".parse().unwrap(), &server.url("/echo")).await;
+    // ...and this one earns a handshake back every 1/20 s.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let _third = connect_from(here, &server.url("/echo")).await;
+
+    // Without `burst`, the burst is `per_second`.
+    let server = ExampleServer::start("[rate_limit]\nper_second = 2", ANY_PORT);
+    let _first = connect(&server.url("/echo")).await;
+    let _second = connect(&server.url("/echo")).await;
+    assert_eq!(handshake(&server, "/echo", "").await.status, 429);
+}
+
+#[tokio::test]
+async fn auth_basic_checks_users_and_names_the_realm() {
+    let server = ExampleServer::start(
+        r#"
+        [auth]
+        mode = "basic"
+        realm = "the realm"
+        users = { carol = "hunter2" }
+        "#,
+        ANY_PORT,
+    );
+    let refused = handshake(&server, "/echo", "").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(r#"Basic realm="the realm""#)
+    );
+    let carol = "Basic Y2Fyb2w6aHVudGVyMg=="; // carol:hunter2
+    let mut client = connect_with(&server.url("/echo"), &[("authorization", carol)]).await;
+    echo_roundtrip(&mut client, "hi carol").await;
+    let health = get(&server, "/health").await;
+    assert_eq!(health.status, 200, "health stays open");
+}
+
+#[tokio::test]
+async fn auth_bearer_checks_tokens_in_the_header_and_the_query_param() {
+    let server = ExampleServer::start(
+        r#"
+        [auth]
+        mode = "bearer"
+        realm = "api"
+        tokens = { "t-dave" = "dave" }
+        query_param = "key"
+        "#,
+        ANY_PORT,
+    );
+    let refused = handshake(&server, "/echo", "").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(r#"Bearer realm="api""#)
+    );
+    let wrong = handshake(&server, "/echo", "Authorization: Bearer t-eve\r\n").await;
+    assert_eq!(
+        wrong.header("www-authenticate"),
+        Some(r#"Bearer realm="api", error="invalid_token""#)
+    );
+    let by_header = [("authorization", "Bearer t-dave")];
+    let mut client = connect_with(&server.url("/echo"), &by_header).await;
+    echo_roundtrip(&mut client, "header").await;
+    let mut client = connect(&server.url("/echo?key=t-dave")).await;
+    echo_roundtrip(&mut client, "query").await;
+
+    // Without query_param, only the header counts.
+    let server = ExampleServer::start(
+        "[auth]\nmode = \"bearer\"\ntokens = { \"t-dave\" = \"dave\" }",
+        ANY_PORT,
+    );
+    assert_eq!(handshake(&server, "/echo?key=t-dave", "").await.status, 401);
+    assert_eq!(
+        handshake(&server, "/echo?access_token=t-dave", "")
+            .await
+            .status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn auth_mode_none_lets_everyone_in() {
+    let server = ExampleServer::start(
+        "[auth]\nmode = \"none\"\nusers = { carol = \"hunter2\" }",
+        ANY_PORT,
+    );
+    let mut client = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut client, "anyone").await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
+    let server = ExampleServer::start("", ANY_PORT);
+    let mut client = connect(&server.url("/echo")).await;
+    let url = server.url("/echo");
+    let exit = std::thread::spawn(move || server.terminate());
+    assert_eq!(
+        next_close(&mut client).await,
+        (1001, "going away".to_owned())
+    );
+    drop(client);
+    let status = exit.join().expect("terminate");
+    assert!(status.success(), "{status}");
+    let refused = tokio_tungstenite::connect_async(&url).await;
+    assert!(refused.is_err(), "nothing listens after shutdown");
+}
+
+#[test]
+fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"idle_timeout = "12x""#,
+            r#"config: idle_timeout: invalid duration "12x""#,
+        ),
+        (
+            r#"idle_timeout = "0s""#,
+            "config: idle_timeout: \"0s\" is zero",
+        ),
+        (
+            "idle_timeout = 30",
+            r#"config: idle_timeout: invalid type: integer `30`, expected a duration such as "30s""#,
+        ),
+        (
+            r#"max_connection_age = "forever""#,
+            r#"config: max_connection_age: invalid duration "forever""#,
+        ),
+        (
+            "[transmission_limit]\ncapacity = 5\nduration = \"infinity\"",
+            r#"config: transmission_limit.duration: invalid duration "infinity""#,
+        ),
+        (
+            "[transmission_limit]\ncapacity = 0\nduration = \"1s\"",
+            "config: transmission_limit.capacity: invalid value: integer `0`",
+        ),
+        (
+            "[transmission_limit]\ncapacity = 5",
+            "config: transmission_limit: missing field `duration`",
+        ),
+        (
+            "[rate_limit]\nper_second = 0",
+            "config: rate_limit.per_second: invalid value: integer `0`",
+        ),
+        (
+            "[rate_limit]\nper_second = 5\nburst = 0",
+            "config: rate_limit.burst: invalid value: integer `0`",
+        ),
+        (
+            "[rate_limit]\nper_second = -1",
+            "config: rate_limit.per_second: invalid value: integer `-1`",
+        ),
+        (
+            "max_connections = 0",
+            "config: max_connections: invalid value: integer `0`",
+        ),
+        (
+            "max_message_size = \"1MB\"",
+            "config: max_message_size: invalid type: string \"1MB\"",
+        ),
+        (
+            "reuse_port = \"yes\"",
+            "config: reuse_port: invalid type: string",
+        ),
+        (
+            "show_debug_logs = 1",
+            "config: show_debug_logs: invalid type: integer",
+        ),
+        (
+            "bind = \"localhost\"",
+            "config: bind: invalid socket address syntax",
+        ),
+        (
+            "echo_path = \"echo\"",
+            "config: echo_path: \"echo\" is not a path",
+        ),
+        (
+            "health_path = \"/h?x=1\"",
+            "config: health_path: \"/h?x=1\" is not a path",
+        ),
+        (
+            "echo_path = \"/same\"\nhealth_path = \"/same\"",
+            "config: echo_path: \"/same\" is also the health_path",
+        ),
+        (
+            "allowed_origins = [\"app.example.com\"]",
+            "config: allowed_origins: invalid origin \"app.example.com\"",
+        ),
+        (
+            "allowed_origins = \"https://a.example\"",
+            "config: allowed_origins: invalid type",
+        ),
+        (
+            "idle_timout = \"5s\"",
+            "config: idle_timout: unknown key `idle_timout`",
+        ),
+        (
+            "[rate_limit]\nper_second = 5\nburts = 5",
+            "config: rate_limit.burts: unknown key `burts`",
+        ),
+        (
+            "[auth]\nmode = \"digest\"",
+            "config: auth.mode: unknown variant `digest`",
+        ),
+        (
+            "[auth]\nrealm = 7",
+            "config: auth.realm: invalid type: integer",
+        ),
+        (
+            "[auth]\nmode = \"basic\"",
+            "config: auth.users: mode = \"basic\" needs at least one entry",
+        ),
+        (
+            "[auth]\nmode = \"bearer\"",
+            "config: auth.tokens: mode = \"bearer\" needs at least one entry",
+        ),
+        (
+            "[auth]\nmode = \"basic\"\nusers = { \"a:b\" = \"c\" }",
+            "config: auth.users: user name \"a:b\" contains ':'",
+        ),
+        (
+            "[auth]\nmode = \"bearer\"\ntokens = { \"\" = \"nobody\" }",
+            "config: auth.tokens: a token must not be empty",
+        ),
+        (
+            "[auth]\nmode = \"bearer\"\ntokens = { t = \"u\" }\nquery_param = \"\"",
+            "config: auth.query_param: must not be empty",
+        ),
+        (
+            "[auth]\nusers = [\"alice\"]",
+            "config: auth.users: invalid type: sequence",
+        ),
+        (
+            "[auth]\nquery_param = 5",
+            "config: auth.query_param: invalid type: integer",
+        ),
+        ("max_connections = ", "config: line 1: "),
+    ];
+    for (toml, expected) in cases {
+        let stderr = startup_error(toml);
+        assert!(
+            stderr.starts_with(expected),
+            "config:\n{toml}\nexpected stderr to start with:\n{expected}\ngot:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_fails_startup_with_its_path() {
+    let missing = "/nonexistent/estuary-server.toml";
+    let output = std::process::Command::new(common::example::binary())
+        .args(["--config", missing])
+        .output()
+        .expect("run the example server");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("config: cannot read {missing}: ")),
+        "{stderr}"
+    );
+}
