@@ -15,10 +15,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::handle::{ClientState, Command};
 use super::handler::ClientHandler;
-use super::runner::guarded;
 use super::stream::Stream;
 use super::{Client, ClientConfig};
 use crate::engine::codec::{encode_close, encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
+use crate::engine::guarded;
 use crate::engine::CloseReason;
 use crate::handler::Message;
 

@@ -1,11 +1,8 @@
 //! The client's task: runs each connection, asks the handler whether to reconnect, waits
 //! out the backoff, connects again, and calls `terminate` at the end.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::config::{ClientConfig, WhileReconnecting};
@@ -14,7 +11,7 @@ use super::handle::{ClientState, Command};
 use super::handler::{ClientHandler, DisconnectReason, Reconnect};
 use super::handshake::{Connector, Established};
 use super::Client;
-use crate::engine::CloseReason;
+use crate::engine::{guarded, CloseReason};
 
 /// Runs the client until it stops.
 pub(crate) async fn run<H: ClientHandler>(
@@ -131,12 +128,4 @@ impl Drop for StoppedOnDrop {
         self.0.stop();
         self.0.set_state(ClientState::Stopped);
     }
-}
-
-/// Runs a handler callback, turning a panic into an error.
-pub(crate) async fn guarded<F: Future>(callback: F) -> Result<F::Output, ()> {
-    AssertUnwindSafe(callback)
-        .catch_unwind()
-        .await
-        .map_err(|_| ())
 }

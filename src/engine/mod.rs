@@ -422,7 +422,7 @@ fn panicked(callback: &'static str) {
 }
 
 /// Runs a handler callback, turning a panic into an error.
-async fn guarded<F: Future<Output = ()>>(callback: F) -> Result<(), ()> {
+pub(crate) async fn guarded<F: Future>(callback: F) -> Result<F::Output, ()> {
     AssertUnwindSafe(callback)
         .catch_unwind()
         .await

@@ -12,7 +12,7 @@ use crate::handler::Message;
 /// use estuary::{Message, Prepared};
 ///
 /// let frame = Prepared::new(&Message::text("hi"));
-/// assert_eq!(frame.as_bytes(), &[0x81, 0x02, b'h', b'i']);
+/// assert_eq!(frame.as_bytes().as_ref(), &[0x81, 0x02, b'h', b'i']);
 /// let same = frame.clone(); // no copy of the payload
 /// assert_eq!(same.as_bytes().as_ptr(), frame.as_bytes().as_ptr());
 /// ```
