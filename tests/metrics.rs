@@ -35,7 +35,11 @@ async fn connections_handshakes_messages_and_closes_are_counted() {
         within("echo", client.next()).await.unwrap().unwrap();
     }
     let scrape = prometheus.render();
-    assert_eq!(sample(&scrape, "estuary_connections"), Some(1.0), "{scrape}");
+    assert_eq!(
+        sample(&scrape, "estuary_connections"),
+        Some(1.0),
+        "{scrape}"
+    );
 
     client.close(None).await.unwrap();
     while within("close", client.next()).await.is_some() {}
@@ -57,9 +61,16 @@ async fn connections_handshakes_messages_and_closes_are_counted() {
         ("estuary_closes_total{code=\"1005\",reason=\"remote\"}", 1.0),
     ];
     for (series, value) in expect {
-        assert_eq!(sample(&scrape, series), Some(value), "{series} in\n{scrape}");
+        assert_eq!(
+            sample(&scrape, series),
+            Some(value),
+            "{series} in\n{scrape}"
+        );
     }
     let bytes_in = sample(&scrape, "estuary_bytes_received_total").unwrap();
-    assert!(bytes_in >= 3.0 * 6.0 + 3.0, "at least the masked frames: {bytes_in}");
+    assert!(
+        bytes_in >= 3.0 * 6.0 + 3.0,
+        "at least the masked frames: {bytes_in}"
+    );
     server.stop().await;
 }
