@@ -14,8 +14,8 @@ use super::STEP;
 ///
 /// Cargo builds examples for `cargo test` but not for `cargo test --test NAME`, and an
 /// executable left over from an earlier build may be stale, so this asks cargo itself:
-/// a no-op when the example is fresh. It builds the package's default features: the
-/// example server needs no other.
+/// a no-op when the example is fresh. It asks for the features this test was built with,
+/// so that `cargo test --all-features` finds the example already built.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -43,6 +43,19 @@ pub fn binary() -> &'static Path {
         }
         if !cfg!(debug_assertions) {
             cargo.arg("--release");
+        }
+        let features = [
+            ("client", cfg!(feature = "client")),
+            ("tls", cfg!(feature = "tls")),
+            ("redis", cfg!(feature = "redis")),
+            ("metrics", cfg!(feature = "metrics")),
+        ];
+        let on: Vec<&str> = features
+            .iter()
+            .filter_map(|&(name, on)| on.then_some(name))
+            .collect();
+        if !on.is_empty() {
+            cargo.arg("--features").arg(on.join(","));
         }
         let output = cargo.output().expect("run cargo build --example server");
         assert!(
