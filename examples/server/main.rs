@@ -9,9 +9,11 @@
 //! With no config file it runs with the defaults: `/echo` echoes every message back,
 //! `/health` answers "OK". `examples/server.toml` lists every key with a comment; a bad
 //! value stops the server at startup with a message that names the key. SIGINT or
-//! SIGTERM starts a graceful shutdown: `/health` turns to 503, sockets close with 1001.
+//! SIGTERM starts a graceful shutdown: the server stops accepting, `/health` answers 503
+//! on connections still open, and every socket closes with 1001.
 
 mod app;
+mod chat;
 mod config;
 
 use std::io::IsTerminal;
@@ -24,7 +26,7 @@ use clap::Parser;
 use estuary::Server;
 use tracing_subscriber::EnvFilter;
 
-use crate::app::App;
+use crate::app::{App, Shared};
 use crate::config::Config;
 
 /// Command-line options.
@@ -64,9 +66,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let app = App::new(&config);
+    let shared = Shared {
+        hub: hub(&config).await?,
+        metrics: match config.metrics_path {
+            Some(_) => Some(
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .install_recorder()
+                    .context("metrics_path: cannot install the Prometheus recorder")?,
+            ),
+            None => None,
+        },
+    };
+    let app = App::build(&config, app::echo(), shared);
     let server = Server::builder()
         .reuse_port(config.reuse_port)
+        .drain_timeout(config.shutdown_timeout)
+        .header_read_timeout(config.header_read_timeout)
         .bind(config.bind)
         .with_context(|| format!("bind: cannot listen on {}", config.bind))?;
     tracing::info!(addr = %server.local_addr()?, "listening");
@@ -78,6 +93,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     server.serve_with_shutdown(app.service, signal).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The hub: on Redis when `[redis]` is set (checked by `Config::parse`).
+async fn hub(config: &Config) -> anyhow::Result<estuary::Hub> {
+    #[cfg(feature = "redis")]
+    if let Some(redis) = &config.redis {
+        return estuary::Hub::with_redis(&redis.url)
+            .await
+            .context("redis.url: cannot join the backplane");
+    }
+    let _ = config;
+    Ok(estuary::Hub::new())
 }
 
 /// Info-level logs, or debug-level for estuary with `show_debug_logs`; RUST_LOG wins.
