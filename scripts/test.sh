@@ -38,6 +38,8 @@ step() {
 setup() {
     ensure_apt_package timeout coreutils
     ensure_apt_package taskset util-linux
+    # tests/cluster.rs and the example server's [redis] test start their own.
+    ensure_apt_package redis-server redis-server
     ensure_venv
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt \
         || die "cargo fmt is missing, and rustup could not add the rustfmt component"
@@ -54,6 +56,7 @@ step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --n
 step test cargo test --workspace --all-features
 step autobahn scripts/autobahn-server.sh
 step autobahn-client scripts/autobahn-client.sh
+step browser scripts/browser-test.sh
 
 banner "summary"
 printf '%s\n' "${timings[@]}"

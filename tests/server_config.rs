@@ -2,6 +2,9 @@
 //! every bad value stops it at startup with a message that names the key.
 
 mod common;
+#[cfg(feature = "redis")]
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::net::{IpAddr, TcpListener};
 use std::time::Duration;
@@ -478,6 +481,35 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
             "config: auth.query_param: invalid type: integer",
         ),
         ("max_connections = ", "config: line 1: "),
+        (
+            "metrics_path = \"metrics\"",
+            "config: metrics_path: \"metrics\" is not a path",
+        ),
+        (
+            "chat_path = \"/health\"",
+            "config: chat_path: \"/health\" is also the health_path",
+        ),
+        (
+            "echo_path = \"/\"",
+            "config: echo_path: \"/\" is also the chat page",
+        ),
+        (
+            "shutdown_timeout = \"0s\"",
+            "config: shutdown_timeout: \"0s\" is zero",
+        ),
+        (
+            "header_read_timeout = \"soon\"",
+            "config: header_read_timeout: invalid duration \"soon\"",
+        ),
+        ("[redis]", "config: redis: missing field `url`"),
+        (
+            "[redis]\nurl = \"http://127.0.0.1:6379\"",
+            if cfg!(feature = "redis") {
+                "config: redis.url: \"http://127.0.0.1:6379\" is not a redis:// URL"
+            } else {
+                "config: redis.url: this build has no Redis support"
+            },
+        ),
     ];
     for (toml, expected) in cases {
         let stderr = startup_error(toml);
@@ -500,5 +532,139 @@ fn a_missing_config_file_fails_startup_with_its_path() {
     assert!(
         stderr.starts_with(&format!("config: cannot read {missing}: ")),
         "{stderr}"
+    );
+}
+
+/// The first JSON message on a chat socket.
+async fn chat_event(client: &mut common::Client) -> serde_json::Value {
+    match within("a chat event", client.next()).await {
+        Some(Ok(WsMessage::Text(text))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected a JSON text message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn chat_path_moves_the_chat_and_the_page_is_at_the_root() {
+    let server = ExampleServer::start("chat_path = \"/chat\"", ANY_PORT);
+    let mut alice = connect(&server.url("/chat?name=alice&join=lobby")).await;
+    assert_eq!(chat_event(&mut alice).await["type"], "welcome");
+    assert_eq!(chat_event(&mut alice).await["type"], "joined");
+    let say = r#"{"type":"say","channel":"lobby","text":"hi"}"#;
+    alice.send(WsMessage::text(say)).await.unwrap();
+    let message = chat_event(&mut alice).await;
+    assert_eq!(
+        (message["from"].as_str(), message["text"].as_str()),
+        (Some("alice"), Some("hi"))
+    );
+    alice.send(WsMessage::text("not json")).await.unwrap();
+    assert_eq!(chat_event(&mut alice).await["type"], "error");
+    assert_eq!(
+        get(&server, "/ws").await.status,
+        404,
+        "the old path is gone"
+    );
+    let page = get(&server, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+}
+
+#[tokio::test]
+async fn metrics_path_serves_prometheus_text_and_empty_turns_it_off() {
+    let server = ExampleServer::start("metrics_path = \"/stats\"", ANY_PORT);
+    let mut client = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut client, "counted").await;
+    let metrics = get(&server, "/stats").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .body
+            .contains("estuary_handshakes_total{outcome=\"accepted\"} 1"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics.body.contains("estuary_connections 1"),
+        "{}",
+        metrics.body
+    );
+
+    let off = ExampleServer::start("metrics_path = \"\"", ANY_PORT);
+    assert_eq!(get(&off, "/metrics").await.status, 404);
+}
+
+#[tokio::test]
+async fn shutdown_timeout_bounds_how_long_shutdown_waits_for_sockets() {
+    let server = ExampleServer::start("shutdown_timeout = \"1s\"", ANY_PORT);
+    // A client that never answers the server's close frame.
+    let _silent = common::RawWs::connect(server.addr, "/echo").await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "waited for the socket: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "gave up at the timeout, not the 5 s close timeout: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn header_read_timeout_cuts_off_a_slow_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ExampleServer::start("header_read_timeout = \"300ms\"", ANY_PORT);
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /echo HTTP/1.1\r\nHost: te")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    within("cut off", slow.read_to_end(&mut rest)).await.ok();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "cut off near 300 ms, took {took:?}"
+    );
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_url_joins_two_servers_into_one_chat() {
+    let redis = redis_server::RedisServer::start();
+    let config = format!("[redis]\nurl = \"{}\"", redis.url());
+    let node_a = ExampleServer::start(&config, ANY_PORT);
+    let node_b = ExampleServer::start(&config, ANY_PORT);
+    let mut alice = connect(&node_a.url("/ws?name=alice&join=lobby")).await;
+    let mut bob = connect(&node_b.url("/ws?name=bob&join=lobby")).await;
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(chat_event(client).await["type"], "welcome");
+        assert_eq!(chat_event(client).await["type"], "joined");
+    }
+    let say = r#"{"type":"say","channel":"lobby","text":"across nodes"}"#;
+    alice.send(WsMessage::text(say)).await.unwrap();
+    for client in [&mut alice, &mut bob] {
+        let message = chat_event(client).await;
+        assert_eq!(message["text"], "across nodes");
+        assert_eq!(message["from"], "alice");
+    }
+    let members = r#"{"type":"members","channel":"lobby"}"#;
+    bob.send(WsMessage::text(members)).await.unwrap();
+    let listed = chat_event(&mut bob).await;
+    assert_eq!(
+        listed["members"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
     );
 }

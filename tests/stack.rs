@@ -6,10 +6,10 @@
 #[path = "../examples/server/app.rs"]
 mod app;
 #[allow(dead_code)]
-#[allow(dead_code)]
 #[path = "../examples/server/chat.rs"]
 mod chat;
 mod common;
+#[allow(dead_code)]
 #[path = "../examples/server/config.rs"]
 mod config;
 

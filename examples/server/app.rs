@@ -5,6 +5,9 @@
 //!   -> routes, by path:
 //!        echo_path -> OriginLayer -> RateLimitLayer -> ConnectionLimitLayer -> AuthLayer
 //!                     -> SessionLimitsLayer -> WebSocketService (echo)
+//!        chat_path -> the same layers -> WebSocketService (chat, on the hub)
+//!        /         -> the chat page
+//!        metrics_path -> Prometheus text
 //!        anything else -> 404
 //! ```
 //!
@@ -25,14 +28,16 @@ use estuary::middleware::origin::OriginLayer;
 use estuary::middleware::rate_limit::RateLimitLayer;
 use estuary::middleware::session_limits::SessionLimitsLayer;
 use estuary::middleware::{MessageRate, SessionLimits};
-use estuary::{handler_fn, Conn, Handler, Message, WebSocketService};
+use estuary::{handler_fn, Conn, Handler, Hub, Message, WebSocketService};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower::util::BoxCloneSyncService;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
+use crate::chat::Chat;
 use crate::config::{AuthMode, Config};
 
 /// The response body every route answers with.
@@ -50,20 +55,31 @@ pub struct App {
     pub draining: Draining,
 }
 
-impl App {
-    /// The example server: every message on `echo_path` echoed back.
-    pub fn new(config: &Config) -> App {
-        App::with_echo(config, echo())
-    }
+/// What the app shares with the rest of the process.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The hub the chat delivers through (in-process, or on Redis).
+    pub hub: Hub,
+    /// Renders the metrics, when `metrics_path` is on and a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
 
-    /// The example server with `echo` answering on `echo_path` (tests put their own
-    /// handler there, behind the same layers).
-    pub fn with_echo<H: Handler + Sync>(config: &Config, echo: H) -> App {
+impl App {
+    /// The example server: `echo` on `echo_path` (tests put their own handler there,
+    /// behind the same layers), the chat on `chat_path` and `/`.
+    pub fn build<H: Handler + Sync>(config: &Config, echo: H, shared: Shared) -> App {
         let websocket = WebSocketLayers::new(config);
-        let routes = Routes::default().route(
-            &config.echo_path,
-            websocket.wrap(WebSocketService::new(echo)),
-        );
+        let chat = WebSocketService::new(Chat::default()).with_hub(shared.hub.clone());
+        let mut routes = Routes::default()
+            .route(
+                &config.echo_path,
+                websocket.wrap(WebSocketService::new(echo)),
+            )
+            .route(&config.chat_path, websocket.wrap(chat))
+            .route("/", page());
+        if let (Some(path), Some(metrics)) = (&config.metrics_path, shared.metrics) {
+            routes = routes.route(path, metrics_route(metrics));
+        }
         let draining = Draining::new();
         let health = HealthLayer::new(config.health_path.as_str()).with_draining(draining.clone());
         App {
@@ -149,6 +165,34 @@ impl WebSocketLayers {
             }
         }
     }
+}
+
+/// The single-page chat client.
+fn page() -> Route {
+    const PAGE: &str = include_str!("chat.html");
+    BoxCloneSyncService::new(service_fn(|_request: Request<Incoming>| async {
+        let mut response = Response::new(full(PAGE.to_owned()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        Ok(response)
+    }))
+}
+
+/// The metrics the library records, in Prometheus text format.
+fn metrics_route(metrics: PrometheusHandle) -> Route {
+    BoxCloneSyncService::new(service_fn(move |_request: Request<Incoming>| {
+        let text = metrics.render();
+        async move {
+            let mut response = Response::new(full(text));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(response)
+        }
+    }))
 }
 
 /// Routes by exact path; anything else is 404.

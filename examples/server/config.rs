@@ -30,9 +30,15 @@ pub struct Config {
     /// The path of the echo WebSocket.
     #[serde(deserialize_with = "route_path")]
     pub echo_path: String,
+    /// The path of the chat WebSocket (the page at `/` talks to it).
+    #[serde(deserialize_with = "route_path")]
+    pub chat_path: String,
     /// The path of the health check.
     #[serde(deserialize_with = "route_path")]
     pub health_path: String,
+    /// The path of the Prometheus metrics; empty turns them off.
+    #[serde(deserialize_with = "optional_route_path")]
+    pub metrics_path: Option<String>,
     /// SO_REUSEPORT, so several server processes can share the port.
     pub reuse_port: bool,
     /// The most WebSockets open at once; one more gets 503.
@@ -56,6 +62,14 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// Who may open a WebSocket.
     pub auth: Auth,
+    /// How long shutdown waits for sockets to close before it exits anyway.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send its request headers (slowloris).
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Deliver across server processes through this Redis.
+    pub redis: Option<Redis>,
 }
 
 impl Default for Config {
@@ -63,7 +77,9 @@ impl Default for Config {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
             echo_path: "/echo".into(),
+            chat_path: "/ws".into(),
             health_path: "/health".into(),
+            metrics_path: Some("/metrics".into()),
             reuse_port: false,
             max_connections: NonZeroUsize::new(65_536).expect("65536 is not zero"),
             max_connection_age: None,
@@ -74,8 +90,19 @@ impl Default for Config {
             transmission_limit: None,
             rate_limit: None,
             auth: Auth::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            redis: None,
         }
     }
+}
+
+/// `[redis]`: the hub's backplane, so chat messages reach users on every node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://host:port/db`.
+    pub url: String,
 }
 
 /// `[transmission_limit]`: Riverside's message rate, per connection.
@@ -197,13 +224,46 @@ impl Config {
 
     /// What serde cannot see: keys that only make sense together.
     fn check(&self) -> Result<(), ConfigError> {
-        if self.echo_path == self.health_path {
-            return Err(ConfigError::at(
-                "echo_path",
-                format!("{:?} is also the health_path", self.echo_path),
-            ));
+        let mut paths = vec![("chat page", "/")];
+        paths.push(("health_path", &self.health_path));
+        if let Some(metrics) = &self.metrics_path {
+            paths.push(("metrics_path", metrics));
+        }
+        paths.push(("chat_path", &self.chat_path));
+        paths.push(("echo_path", &self.echo_path));
+        for (i, (key, path)) in paths.iter().enumerate() {
+            if let Some((other, _)) = paths[..i].iter().find(|(_, p)| p == path) {
+                return Err(ConfigError::at(
+                    key,
+                    format!("{path:?} is also the {other}"),
+                ));
+            }
+        }
+        if let Some(redis) = &self.redis {
+            redis.check()?;
         }
         self.auth.check()
+    }
+}
+
+impl Redis {
+    fn check(&self) -> Result<(), ConfigError> {
+        if !cfg!(feature = "redis") {
+            return Err(ConfigError::at(
+                "redis.url",
+                "this build has no Redis support: run with `--features redis`",
+            ));
+        }
+        let scheme_ok = ["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|scheme| self.url.starts_with(scheme));
+        if !scheme_ok {
+            return Err(ConfigError::at(
+                "redis.url",
+                format!("{:?} is not a redis:// URL", self.url),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -313,6 +373,17 @@ fn route_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::E
         )));
     }
     Ok(path)
+}
+
+/// A route path, or "" for off.
+fn optional_route_path<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let path = String::deserialize(deserializer)?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    route_path(de::value::StringDeserializer::new(path)).map(Some)
 }
 
 fn origins<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {

@@ -94,6 +94,10 @@ impl Hub {
             .map_err(context(format!("connecting to {url}")))?;
         let node: u128 = rand::random();
         let prefix = prefix.to_owned();
+        // Subscribed before we return: a delivery sent once this hub exists reaches it.
+        let pubsub = subscribe(&client, &Backplane::deliveries_channel(&prefix))
+            .await
+            .map_err(context(format!("subscribing on {url}")))?;
         let (commands, rx) = mpsc::unbounded_channel();
         let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| {
             tokio::spawn(publish_loop(
@@ -103,7 +107,13 @@ impl Hub {
                 node,
                 prefix.clone(),
             ));
-            tokio::spawn(subscribe_loop(client, weak.clone(), node, prefix.clone()));
+            tokio::spawn(subscribe_loop(
+                client,
+                pubsub,
+                weak.clone(),
+                node,
+                prefix.clone(),
+            ));
             HubInner {
                 backplane: Some(Backplane {
                     node,
@@ -129,6 +139,7 @@ impl Hub {
             .hgetall(&key)
             .await
             .map_err(context(format!("listing {key}")))?;
+        let own = format!("{:032x}", backplane.node);
         let mut alive: HashMap<String, bool> = HashMap::new();
         let mut members = Vec::new();
         let mut stale = Vec::new();
@@ -137,11 +148,15 @@ impl Hub {
                 stale.push(session_id);
                 continue;
             };
+            if node == own {
+                // This node's members come from its own registry, below: exact, and
+                // not behind the publisher's queue.
+                continue;
+            }
             let live = match alive.get(node) {
                 Some(&live) => live,
                 None => {
                     let live = match u128::from_str_radix(node, 16) {
-                        Ok(id) if id == backplane.node => true,
                         Ok(id) => redis
                             .exists(Backplane::node_key(&backplane.prefix, id))
                             .await
@@ -164,6 +179,7 @@ impl Hub {
         if !stale.is_empty() {
             let _: Result<(), _> = redis.hdel(&key, stale).await;
         }
+        members.extend(self.members(channel));
         members.sort();
         Ok(members)
     }
@@ -259,36 +275,52 @@ async fn beat(
     redis.set_ex(&node_key, 1, HEARTBEAT_TTL_SECS).await
 }
 
-/// Receives other nodes' deliveries; reconnects with backoff when Redis goes away.
-async fn subscribe_loop(client: redis::Client, hub: Weak<HubInner>, node: u128, prefix: String) {
+/// Receives other nodes' deliveries on `pubsub`, then on a new subscription each time
+/// Redis goes away and comes back (with backoff).
+async fn subscribe_loop(
+    client: redis::Client,
+    pubsub: redis::aio::PubSub,
+    hub: Weak<HubInner>,
+    node: u128,
+    prefix: String,
+) {
     let channel = Backplane::deliveries_channel(&prefix);
     let mut backoff = Duration::from_millis(100);
-    let mut connected_before = false;
-    while hub.strong_count() > 0 {
-        match subscribe(&client, &channel).await {
-            Ok(pubsub) => {
-                if connected_before {
-                    tracing::info!("reconnected to redis; cross-node delivery resumes");
+    let mut subscribed = Some(pubsub);
+    loop {
+        let pubsub = match subscribed.take() {
+            Some(pubsub) => pubsub,
+            None => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                if hub.strong_count() == 0 {
+                    return;
                 }
-                connected_before = true;
-                backoff = Duration::from_millis(100);
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    let Some(inner) = hub.upgrade() else { return };
-                    match decode(message.get_payload_bytes()) {
-                        Ok((from, _, _)) if from == node => {}
-                        Ok((_, target, payload)) => {
-                            Hub { inner }.deliver_local(&target, &payload);
-                        }
-                        Err(why) => tracing::warn!(why, "ignoring a malformed backplane message"),
+                match subscribe(&client, &channel).await {
+                    Ok(pubsub) => {
+                        tracing::info!("reconnected to redis; cross-node delivery resumes");
+                        backoff = Duration::from_millis(100);
+                        pubsub
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to redis");
+                        continue;
                     }
                 }
-                tracing::warn!("lost the redis connection; local delivery goes on, reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to redis"),
+        };
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Some(inner) = hub.upgrade() else { return };
+            match decode(message.get_payload_bytes()) {
+                Ok((from, _, _)) if from == node => {}
+                Ok((_, target, payload)) => {
+                    Hub { inner }.deliver_local(&target, &payload);
+                }
+                Err(why) => tracing::warn!(why, "ignoring a malformed backplane message"),
+            }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tracing::warn!("lost the redis connection; local delivery goes on, reconnecting");
     }
 }
 

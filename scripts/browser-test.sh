@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The chat demo in a real browser: Debian's Chromium, driven by playwright-core,
+# opens the example server's chat page twice and checks that a message typed in one
+# page appears in the other. Installs chromium and playwright-core when missing.
+#
+# Screenshot: target/browser/chat.png
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+readonly WORK_DIR=target/browser
+readonly SERVER_LOG=$WORK_DIR/server.log
+readonly PLAYWRIGHT_VERSION=1
+
+server_pid=
+cleanup() {
+    [[ -z $server_pid ]] || stop_process "$server_pid"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ensure_apt_package chromium chromium
+ensure_apt_package node nodejs
+mkdir -p "$WORK_DIR"
+if [[ ! -d $WORK_DIR/node_modules/playwright-core ]]; then
+    info "npm install playwright-core@$PLAYWRIGHT_VERSION into $WORK_DIR"
+    # The browser is Debian's: playwright must not download one of its own.
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund \
+        --prefix "$WORK_DIR" "playwright-core@$PLAYWRIGHT_VERSION" \
+        || die "npm install playwright-core failed"
+fi
+
+info "building the example server (release)"
+cargo build --release --example server || die "cargo build --release --example server failed"
+port=$(free_port) || die "could not find a free port on 127.0.0.1"
+"$(cargo_target_dir)/release/examples/server" --bind "127.0.0.1:$port" >"$SERVER_LOG" 2>&1 </dev/null &
+server_pid=$!
+if ! wait_for_port 127.0.0.1 "$port" 30 "$server_pid"; then
+    tail -n 40 "$SERVER_LOG" || true
+    die "the example server did not start on 127.0.0.1:$port"
+fi
+
+# ES modules resolve packages next to the importing file, so run a copy from beside
+# node_modules.
+cp tests/browser/chat.mjs "$WORK_DIR/chat.mjs"
+timeout 120 node "$WORK_DIR/chat.mjs" "http://127.0.0.1:$port/" "$WORK_DIR/chat.png" \
+    || die "the chat browser test failed (server log: $SERVER_LOG)"
