@@ -1,11 +1,13 @@
-//! REST routes and a WebSocket on one port: an axum `Router` with `GET /api/time` and
-//! `POST /api/echo`, and `/ws` behind authentication and session limits.
+//! REST routes and a WebSocket on one port: an axum `Router` with `GET /api/time`,
+//! `POST /api/echo`, `POST /api/users/{user}/messages` (delivered to that user's open
+//! sockets through the `Hub`), and `/ws` behind authentication and session limits.
 //!
 //! ```text
 //! cargo run --example rest_and_ws
 //! curl localhost:3000/api/time
 //! curl -H 'content-type: application/json' -d '{"hello":"world"}' localhost:3000/api/echo
 //! websocat 'ws://localhost:3000/ws?access_token=t-alice'  # or Authorization: Bearer t-alice
+//! curl -d 'hello from REST' localhost:3000/api/users/alice/messages   # arrives in websocat
 //! ```
 //!
 //! The WebSocket stack is an ordinary tower service, so axum mounts it with
@@ -17,16 +19,20 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use estuary::middleware::auth::{AuthLayer, Authenticate, BearerTokens, QueryToken};
 use estuary::middleware::session_limits::SessionLimitsLayer;
-use estuary::{handler_fn, Conn, Message, Server, WebSocketService};
+use estuary::{handler_fn, Conn, Hub, Message, Server, Target, WebSocketService};
 use serde_json::{json, Value};
 use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    // The same hub for the sockets and the REST routes that deliver to them.
+    let hub = Hub::new();
     // A token in the Authorization header, or in ?access_token= (browsers cannot set
     // headers on a WebSocket).
     let header = BearerTokens::new("estuary").with_token("t-alice", "alice");
@@ -38,13 +44,13 @@ async fn main() -> std::io::Result<()> {
                 .with_idle_timeout(Duration::from_secs(120))
                 .with_max_message_size(1 << 20),
         )
-        .service(WebSocketService::new(handler_fn(echo_with_name)));
+        .service(WebSocketService::new(handler_fn(echo_with_name)).with_hub(hub.clone()));
 
-    // A route that posts to a user's sockets goes here too: give it, as axum state, the
-    // `Hub` that the `WebSocketService` gets with `with_hub`.
     let app = Router::new()
         .route("/api/time", get(time))
         .route("/api/echo", post(echo))
+        .route("/api/users/{user}/messages", post(post_to_user))
+        .with_state(hub)
         .route_service("/ws", websocket);
 
     let server = Server::bind("127.0.0.1:3000".parse().expect("a valid address"))?;
@@ -63,6 +69,25 @@ async fn time() -> Json<Value> {
 /// `POST /api/echo`: the JSON body, back.
 async fn echo(Json(body): Json<Value>) -> Json<Value> {
     Json(body)
+}
+
+/// `POST /api/users/{user}/messages`: the body, as a text message to every open socket
+/// of `user`; 404 when the user has none.
+async fn post_to_user(
+    State(hub): State<Hub>,
+    Path(user): Path<String>,
+    body: String,
+) -> (StatusCode, Json<Value>) {
+    let delivered = hub.send(Target::user(user.as_str()), body);
+    let status = if delivered == 0 {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (
+        status,
+        Json(json!({ "user": user, "delivered": delivered })),
+    )
 }
 
 /// Every WebSocket message back, signed with the name the token stands for.
