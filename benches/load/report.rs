@@ -223,14 +223,16 @@ impl Report {
         Summary::of(self.samples.get(&(metric.key, server))?)
     }
 
-    /// `server`'s median over the reference's, for metrics where that means something.
+    /// `server`'s median over the reference's, for metrics where that means something and
+    /// medians taken alike: a clean one over a noisy one would compare the noise.
     fn ratio(&self, metric: &Metric, server: ServerKind) -> Option<f64> {
         if metric.better == Better::Neither {
             return None;
         }
-        let reference = self.summary(metric, REFERENCE)?.median;
-        let value = self.summary(metric, server)?.median;
-        (reference > 0.0).then(|| value / reference)
+        let reference = self.summary(metric, REFERENCE)?;
+        let value = self.summary(metric, server)?;
+        (reference.median > 0.0 && reference.noisy == value.noisy)
+            .then(|| value.median / reference.median)
     }
 
     /// The whole report as JSON: settings, every sample, medians, ratios and failures.
