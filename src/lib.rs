@@ -45,5 +45,7 @@ pub use engine::{
 pub use handler::{handler_fn, Conn, Handler, HandlerFn, Info, Message, Utf8Bytes};
 pub use hub::{Hub, HubError, HubStats, Member, NameTaken, Target};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
+#[cfg(feature = "tls")]
+pub use server::{tls_from_pem, TlsError, TlsFile};
 pub use session::Session;
 pub use upgrade::{HandshakeError, WebSocketService};

@@ -9,44 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::peers::tungstenite_echo;
+use common::pki::{make_pki, Pki};
 use common::within;
-use estuary::client::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use estuary::client::{Client, ClientHandler, ConnectError, DisconnectReason, Reconnect};
 use estuary::{handler_fn, Conn, Message, WebSocketService};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
-
-/// A certificate authority made for one test, and a server certificate it signed.
-struct Pki {
-    root: CertificateDer<'static>,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: PrivateKeyDer<'static>,
-}
-
-fn make_pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
-    Pki {
-        root: ca_cert.der().clone(),
-        server_chain: vec![server_cert.der().clone()],
-        server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()).into(),
-    }
-}
 
 fn acceptor(pki: &Pki) -> TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

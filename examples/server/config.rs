@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use estuary::middleware::origin::OriginLayer;
@@ -70,6 +70,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Deliver across server processes through this Redis.
     pub redis: Option<Redis>,
+    /// Serve https:// and wss:// with this certificate.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -93,7 +95,49 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             redis: None,
+            tls: None,
         }
+    }
+}
+
+/// `[tls]`: a PEM certificate chain and private key; the server then speaks only TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The private key, PEM.
+    pub key: PathBuf,
+}
+
+impl Tls {
+    /// Reads the files into a rustls configuration; errors name `tls.cert` or `tls.key`.
+    #[cfg(feature = "tls")]
+    pub fn load(
+        &self,
+    ) -> Result<std::sync::Arc<estuary::client::rustls::ServerConfig>, ConfigError> {
+        estuary::tls_from_pem(&self.cert, &self.key).map_err(|e| {
+            let key = match e.file() {
+                estuary::TlsFile::Cert => "tls.cert",
+                estuary::TlsFile::Key => "tls.key",
+            };
+            // The error starts with "cert: " or "key: "; the key path replaces it.
+            let message = e.to_string();
+            let message = message
+                .split_once(": ")
+                .map_or(message.as_str(), |(_, m)| m);
+            ConfigError::at(key, message)
+        })
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "tls")]
+        return self.load().map(drop);
+        #[cfg(not(feature = "tls"))]
+        Err(ConfigError::at(
+            "tls",
+            "this build has no TLS support: run with `--features tls`",
+        ))
     }
 }
 
@@ -241,6 +285,9 @@ impl Config {
         }
         if let Some(redis) = &self.redis {
             redis.check()?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.check()?;
         }
         self.auth.check()
     }

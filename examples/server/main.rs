@@ -78,7 +78,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     };
     let app = App::build(&config, app::echo(), shared);
-    let server = Server::builder()
+    let builder = Server::builder();
+    #[cfg(feature = "tls")]
+    let builder = match &config.tls {
+        Some(tls) => builder.tls(tls.load()?),
+        None => builder,
+    };
+    let server = builder
         .reuse_port(config.reuse_port)
         .drain_timeout(config.shutdown_timeout)
         .header_read_timeout(config.header_read_timeout)

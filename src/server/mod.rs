@@ -2,6 +2,8 @@
 //! hyper-util, graceful shutdown.
 
 mod shutdown;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -20,6 +22,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 pub use shutdown::Shutdown;
+#[cfg(feature = "tls")]
+pub use tls::{tls_from_pem, TlsError, TlsFile};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -35,8 +39,10 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///     .bind("0.0.0.0:3000".parse().unwrap())?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerBuilder {
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     reuse_port: bool,
     backlog: i32,
     drain_timeout: Duration,
@@ -47,6 +53,8 @@ pub struct ServerBuilder {
 impl Default for ServerBuilder {
     fn default() -> Self {
         Self {
+            #[cfg(feature = "tls")]
+            tls: None,
             reuse_port: false,
             backlog: 1024,
             drain_timeout: Duration::from_secs(30),
@@ -60,6 +68,14 @@ impl ServerBuilder {
     /// Sets SO_REUSEPORT, so several processes can share the port. Default off.
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.reuse_port = on;
+        self
+    }
+
+    /// Serves https:// and wss:// with `config` (see [`tls_from_pem`]). The TLS
+    /// handshake must finish within the header read timeout.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
         self
     }
 
@@ -104,6 +120,21 @@ impl ServerBuilder {
             config: self,
             shutdown: Shutdown::new(),
         })
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("ServerBuilder");
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls.is_some());
+        debug
+            .field("reuse_port", &self.reuse_port)
+            .field("backlog", &self.backlog)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_size", &self.max_header_size)
+            .finish()
     }
 }
 
@@ -233,22 +264,23 @@ impl Server {
                     response
                 }
             });
-            let conn = http
-                .serve_connection(TokioIo::new(stream), per_request)
-                .with_upgrades();
+            let http = http.clone();
             let stop = stop_http.clone();
+            #[cfg(feature = "tls")]
+            let tls = config.tls.clone();
+            let handshake_timeout = config.header_read_timeout;
             http_conns.spawn(async move {
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    () = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
+                #[cfg(feature = "tls")]
+                if let Some(tls) = tls {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_http(&http, stream, per_request, stop, peer).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "http connection ended with an error");
+                    return;
                 }
+                let _ = handshake_timeout;
+                serve_http(&http, stream, per_request, stop, peer).await;
             });
         }
 
@@ -268,6 +300,37 @@ impl Server {
             );
         }
         Ok(())
+    }
+}
+
+/// Serves HTTP/1.1 with upgrades on one connection, finishing gracefully on `stop`.
+async fn serve_http<I, S, B>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    stop: CancellationToken,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "http connection ended with an error");
     }
 }
 

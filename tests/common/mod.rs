@@ -7,6 +7,8 @@
 pub mod client;
 pub mod example;
 pub mod peers;
+#[cfg(feature = "tls")]
+pub mod pki;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
