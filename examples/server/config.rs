@@ -103,6 +103,7 @@ impl Default for Config {
 /// `[tls]`: a PEM certificate chain and private key; the server then speaks only TLS.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "tls"), allow(dead_code))] // read only to refuse the table
 pub struct Tls {
     /// The certificate chain, PEM.
     pub cert: PathBuf,
