@@ -174,6 +174,11 @@ impl ExampleServer {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// The server's process id (for its memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server logged so far.
     pub fn logs(&self) -> String {
         self.stdout.lock().unwrap().clone()

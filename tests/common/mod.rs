@@ -6,9 +6,12 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod example;
+pub mod load;
 pub mod peers;
 #[cfg(feature = "tls")]
 pub mod pki;
+pub mod proc;
+pub mod scrape;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
