@@ -25,7 +25,7 @@ use bytes::{Buf, BytesMut};
 use estuary_middleware::SessionLimits;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 pub use close::{CloseError, CloseReason, ProtocolError};
@@ -35,8 +35,7 @@ pub(crate) use queue::Outbound;
 pub use queue::{SendError, SessionHandle};
 
 use codec::{encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
-pub(crate) use queue::Inbox;
-use queue::QueueState;
+pub(crate) use queue::QueueState;
 
 use crate::handler::{Conn, Handler};
 use crate::metrics::{self, Traffic};
@@ -51,8 +50,45 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 const FAIL_LINGER: Duration = Duration::from_secs(1);
 
 /// A socket the engine can run on.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether [`Io::poll_read_into`] waits for data before it takes a buffer, so that
+    /// an idle connection can hold none.
+    const READS_ON_READINESS: bool = false;
+
+    /// Reads into `buf`, with room for at least `want` bytes.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        buf.reserve(want);
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+}
+
+impl Io for TcpStream {
+    const READS_ON_READINESS: bool = true;
+
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_read_ready(cx))?;
+            buf.reserve(want);
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+/// TLS, or any connection hyper did not hand over as a plain `TcpStream`.
+impl Io for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
 
 /// What woke the engine.
 enum Event {
@@ -76,7 +112,6 @@ pub(crate) struct Engine<S> {
     io: S,
     rbuf: BytesMut,
     decoder: Decoder,
-    rx: UnboundedReceiver<Outbound>,
     queue: Arc<QueueState>,
     config: Arc<WebSocketConfig>,
     limits: SessionLimits,
@@ -96,7 +131,7 @@ impl<S: Io> Engine<S> {
         rbuf: BytesMut,
         config: Arc<WebSocketConfig>,
         limits: SessionLimits,
-        inbox: Inbox,
+        queue: Arc<QueueState>,
     ) -> Self {
         let max_message = limits.max_message_size.unwrap_or(config.max_message_size);
         let now = Instant::now();
@@ -104,8 +139,7 @@ impl<S: Io> Engine<S> {
             io,
             rbuf,
             decoder: Decoder::new(Role::Server, max_message),
-            rx: inbox.rx,
-            queue: inbox.state,
+            queue,
             config,
             limits,
             opened: now,
@@ -240,9 +274,11 @@ impl<S: Io> Engine<S> {
                 }
             }
         }
+        // Between messages, a connection that can wait for data without a buffer gives
+        // its buffer back; others keep an ordinary one.
         if self.rbuf.is_empty()
             && !self.decoder.is_mid_message()
-            && self.rbuf.capacity() > KEEP_CAPACITY
+            && (S::READS_ON_READINESS || self.rbuf.capacity() > KEEP_CAPACITY)
         {
             self.rbuf = BytesMut::new();
         }
@@ -338,16 +374,21 @@ impl<S: Io> Engine<S> {
     ) -> Poll<Event> {
         if !conn.is_closing() {
             let out = conn.out();
+            let mut queued = self.queue.drain(cx.waker());
             while out.len() < HIGH_WATER {
-                match self.rx.poll_recv(cx) {
-                    Poll::Ready(Some(Outbound::Frame(frame))) => {
+                match queued.pop_front() {
+                    Some(Outbound::Frame(frame)) => {
                         self.queue.dequeued(frame.len());
                         self.traffic.messages_out += 1;
                         out.extend_from_slice(&frame);
                     }
-                    Poll::Ready(Some(other)) => return Poll::Ready(Event::Queued(other)),
-                    Poll::Ready(None) | Poll::Pending => break,
+                    Some(other) => return Poll::Ready(Event::Queued(other)),
+                    None => break,
                 }
+            }
+            if queued.is_empty() && queued.capacity() > 0 {
+                // Idle connections hold no queue allocation.
+                *queued = std::collections::VecDeque::new();
             }
         }
         if let Poll::Ready(Err(e)) = self.poll_write_out(cx, conn.out()) {
@@ -355,8 +396,7 @@ impl<S: Io> Engine<S> {
         }
         if conn.out().len() < HIGH_WATER {
             let want = self.decoder.wanted(self.rbuf.len()).max(READ_CHUNK);
-            self.rbuf.reserve(want);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            match self.io.poll_read_into(cx, &mut self.rbuf, want) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
                 Poll::Ready(Ok(n)) => {
                     self.traffic.bytes_in += n as u64;
@@ -384,7 +424,8 @@ impl<S: Io> Engine<S> {
             tracing::debug!(target: "estuary::frames", bytes = n, "wrote");
             self.unflushed = true;
         }
-        if out.capacity() > KEEP_CAPACITY {
+        if out.capacity() > 0 {
+            // Everything is written: an idle connection holds no write buffer.
             *out = BytesMut::new();
         }
         if self.unflushed {

@@ -1,11 +1,12 @@
 //! The per-connection outbound queue, and the handle other tasks send through.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::task::AtomicWaker;
 
 use super::close::{validate_outgoing, CloseError, CloseReason};
 use super::config::SlowConsumerPolicy;
@@ -22,32 +23,58 @@ pub(crate) enum Outbound {
     Close(CloseReason),
 }
 
-/// The queue's bound, shared between the handles and the engine. The channel itself is
-/// unbounded so that a close request always fits; the bound is kept here, in bytes.
-#[derive(Debug)]
+/// One connection's queue, shared by its handles and its engine. The bound is kept in
+/// bytes, beside the queue, so that a close request always fits; an empty queue holds
+/// no allocation, which keeps idle connections small.
 pub(crate) struct QueueState {
+    items: Mutex<VecDeque<Outbound>>,
+    waker: AtomicWaker,
     queued: AtomicUsize,
     max: usize,
     policy: SlowConsumerPolicy,
     closed: AtomicBool,
+    /// A slow-consumer close was requested.
+    doomed: AtomicBool,
 }
 
 impl QueueState {
+    /// The engine's side: registers the task to wake, and locks the queue to drain it.
+    pub(crate) fn drain(&self, waker: &std::task::Waker) -> MutexGuard<'_, VecDeque<Outbound>> {
+        self.waker.register(waker);
+        self.lock()
+    }
+
     /// The engine took `len` bytes off the queue.
     pub(crate) fn dequeued(&self, len: usize) {
         self.queued.fetch_sub(len, Ordering::Relaxed);
     }
 
-    /// The engine stopped reading the queue: later sends fail with `Closed`.
+    /// The engine stopped reading the queue: later sends fail with `Closed`, and what
+    /// is still queued is dropped.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        let dropped = std::mem::take(&mut *self.lock());
+        drop(dropped);
     }
-}
 
-/// The engine's end of the queue.
-pub(crate) struct Inbox {
-    pub(crate) rx: mpsc::UnboundedReceiver<Outbound>,
-    pub(crate) state: Arc<QueueState>,
+    fn push(&self, item: Outbound) -> Result<(), SendError> {
+        {
+            let mut items = self.lock();
+            // Checked under the lock: nothing is queued after `close` emptied the queue.
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(SendError::Closed);
+            }
+            items.push_back(item);
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+        // A push or a pop cannot leave the queue half-changed, so a poisoned lock still
+        // guards a consistent queue.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A cloneable handle that sends to one connection from any task.
@@ -79,25 +106,27 @@ pub(crate) struct Inbox {
 /// ```
 #[derive(Clone)]
 pub struct SessionHandle {
-    tx: mpsc::UnboundedSender<Outbound>,
     state: Arc<QueueState>,
 }
 
 impl SessionHandle {
-    /// A handle and the engine's receiving end.
-    pub(crate) fn new(max: usize, policy: SlowConsumerPolicy) -> (Self, Inbox) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// A handle and the engine's end of the same queue.
+    pub(crate) fn new(max: usize, policy: SlowConsumerPolicy) -> (Self, Arc<QueueState>) {
         let state = Arc::new(QueueState {
+            items: Mutex::new(VecDeque::new()),
+            waker: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
             max,
             policy,
             closed: AtomicBool::new(false),
+            doomed: AtomicBool::new(false),
         });
-        let inbox = Inbox {
-            rx,
-            state: state.clone(),
-        };
-        (Self { tx, state }, inbox)
+        (
+            Self {
+                state: state.clone(),
+            },
+            state,
+        )
     }
 
     /// Queues a message for the client.
@@ -130,14 +159,11 @@ impl SessionHandle {
 
     /// Whether the connection has stopped taking messages.
     pub fn is_closed(&self) -> bool {
-        self.state.closed.load(Ordering::Relaxed) || self.tx.is_closed()
+        self.state.closed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn push(&self, item: Outbound) -> Result<(), SendError> {
-        if self.is_closed() {
-            return Err(SendError::Closed);
-        }
-        self.tx.send(item).map_err(|_| SendError::Closed)
+        self.state.push(item)
     }
 
     fn reserve(&self, len: usize) -> Result<(), SendError> {
@@ -152,9 +178,10 @@ impl SessionHandle {
         match state.policy {
             SlowConsumerPolicy::DropNewest => Err(SendError::QueueFull),
             SlowConsumerPolicy::Disconnect => {
-                if !state.closed.swap(true, Ordering::Relaxed) {
-                    // The channel is unbounded, so the close request always gets through.
-                    let _ = self.tx.send(Outbound::Close(CloseReason::SlowConsumer));
+                // The bound is in bytes beside the queue, so the close request always
+                // fits; later sends fail with `Closed` once the engine closes.
+                if !state.doomed.swap(true, Ordering::Relaxed) {
+                    let _ = state.push(Outbound::Close(CloseReason::SlowConsumer));
                 }
                 Err(SendError::SlowConsumer)
             }

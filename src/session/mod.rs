@@ -60,8 +60,8 @@ impl Session {
             id,
             user_id,
             peer,
-            uri,
-            headers,
+            uri: owned_uri(uri),
+            headers: owned_headers(headers),
             extensions,
             protocol,
             opened_at: Instant::now(),
@@ -150,6 +150,50 @@ impl fmt::Debug for Session {
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
+}
+
+/// Headers that only served the handshake.
+const HANDSHAKE_HEADERS: [http::HeaderName; 5] = [
+    http::header::CONNECTION,
+    http::header::UPGRADE,
+    http::header::SEC_WEBSOCKET_KEY,
+    http::header::SEC_WEBSOCKET_VERSION,
+    http::header::SEC_WEBSOCKET_EXTENSIONS,
+];
+
+/// The request headers, less the handshake's own, in allocations of their own.
+///
+/// hyper parses header values as views into its read buffer (8 KiB or more); a session
+/// that kept them would keep that buffer for the life of the socket.
+fn owned_headers(headers: HeaderMap) -> HeaderMap {
+    let kept = headers
+        .iter()
+        .filter(|(name, _)| !HANDSHAKE_HEADERS.contains(name))
+        .count();
+    let mut owned = HeaderMap::with_capacity(kept);
+    for (name, value) in &headers {
+        if HANDSHAKE_HEADERS.contains(name) {
+            continue;
+        }
+        let mut copy = http::HeaderValue::from_bytes(value.as_bytes())
+            .expect("a header value copied byte for byte is still valid");
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
+}
+
+/// The URI in an allocation of its own (see [`owned_headers`]).
+fn owned_uri(uri: Uri) -> Uri {
+    let Some(path_and_query) = uri.path_and_query() else {
+        return uri;
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(path_and_query.as_str())
+            .expect("a path copied byte for byte is still valid"),
+    );
+    Uri::from_parts(parts).unwrap_or(uri)
 }
 
 fn random_id() -> Arc<str> {

@@ -163,6 +163,40 @@ pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), HandshakeError> {
     Ok(())
 }
 
+/// The 101 response: `Sec-WebSocket-Accept` from the validated key, and the chosen
+/// subprotocol, if any.
+pub(crate) fn switching_protocols(
+    headers: &HeaderMap,
+    protocol: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .expect("validate() checked the key");
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let out = response.headers_mut();
+    out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept =
+        HeaderValue::from_str(&accept_key(key.as_bytes())).expect("base64 is a header value");
+    out.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(protocol) = protocol {
+        let value = HeaderValue::from_str(protocol).expect("offered protocols are header values");
+        out.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    response
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 4.2.2): base64 of the SHA-1 of the key and
+/// the protocol's GUID.
+pub(crate) fn accept_key(key: &[u8]) -> String {
+    use sha1::Digest;
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(key);
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
+}
+
 /// The subprotocols the client offered, in its order.
 pub(crate) fn offered_protocols(headers: &HeaderMap) -> Vec<&str> {
     headers
@@ -231,6 +265,14 @@ mod tests {
         assert_eq!(validate(&req), Err(HandshakeError::KeyNotBase64));
         req.headers_mut().remove("upgrade");
         assert_eq!(validate(&req), Err(HandshakeError::MissingUpgrade));
+    }
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]

@@ -3,13 +3,14 @@
 mod handshake;
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use estuary_middleware::SessionLimits;
-use http::{header, HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -18,7 +19,7 @@ use tracing::Instrument;
 
 pub use handshake::HandshakeError;
 
-use crate::engine::{Engine, Inbox, SessionHandle, WebSocketConfig};
+use crate::engine::{Engine, QueueState, SessionHandle, WebSocketConfig};
 use crate::handler::{Conn, Handler};
 use crate::hub::Hub;
 use crate::server::Shutdown;
@@ -100,7 +101,7 @@ impl<H: Handler> WebSocketService<H> {
             .shutdown
             .clone()
             .or_else(|| request.extensions().get::<Shutdown>().cloned());
-        let (handle, inbox) =
+        let (handle, queue) =
             SessionHandle::new(self.config.max_queued_bytes, self.config.slow_consumer);
         let shutdown_registration = match &shutdown {
             Some(shutdown) => Some(
@@ -110,8 +111,8 @@ impl<H: Handler> WebSocketService<H> {
             ),
             None => None,
         };
-        let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut request)
-            .map_err(|_| HandshakeError::NotUpgradable)?;
+        let response = handshake::switching_protocols(request.headers(), protocol.as_deref());
+        let on_upgrade = hyper::upgrade::on(&mut request);
 
         let (parts, _body) = request.into_parts();
         let limits = self
@@ -136,15 +137,19 @@ impl<H: Handler> WebSocketService<H> {
             self.config.max_queued_bytes,
             self.config.slow_consumer,
         );
-        let handler = self.handler.clone();
-        let config = self.config.clone();
+        // Boxed, so that the task holds a pointer until the upgrade completes, and then
+        // only the engine: a connection's whole state lives in one allocation of its own.
+        let pending = Box::new(Pending {
+            handler: self.handler.clone(),
+            conn,
+            config: self.config.clone(),
+            limits,
+            queue,
+        });
         let task = async move {
             let _registration = shutdown_registration;
-            match upgrade.await {
-                Ok(ws) => {
-                    let upgraded = ws.into_inner().into_inner();
-                    run(upgraded, handler, conn, config, limits, inbox).await;
-                }
+            match on_upgrade.await {
+                Ok(upgraded) => (*pending).into_engine(upgraded).await,
                 Err(e) => tracing::debug!(error = %e, "upgrade failed after 101"),
             }
         }
@@ -156,43 +161,47 @@ impl<H: Handler> WebSocketService<H> {
             }
         }
 
-        let mut response = response.map(|_| Full::default());
-        if let Some(protocol) = protocol {
-            let value =
-                HeaderValue::from_str(&protocol).expect("offered protocols are header values");
-            response
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
-        }
         Ok(response)
     }
 }
 
-/// Runs the engine on the upgraded socket; on a plain TCP socket it runs on the
-/// `TcpStream` itself, without hyper's upgrade wrapper in every read and write.
-async fn run<H: Handler>(
-    upgraded: Upgraded,
+/// What a connection needs once hyper hands over the upgraded socket.
+struct Pending<H> {
     handler: H,
     conn: Conn,
     config: Arc<WebSocketConfig>,
     limits: SessionLimits,
-    inbox: Inbox,
-) {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let rbuf = BytesMut::from(parts.read_buf);
-            let engine = Engine::new(parts.io.into_inner(), rbuf, config, limits, inbox);
-            engine.run(handler, conn).await;
-        }
-        Err(upgraded) => {
-            let engine = Engine::new(
-                TokioIo::new(upgraded),
-                BytesMut::new(),
-                config,
-                limits,
-                inbox,
-            );
-            engine.run(handler, conn).await;
+    queue: Arc<QueueState>,
+}
+
+impl<H: Handler> Pending<H> {
+    /// The engine for the upgraded socket, as one boxed future. On a plain TCP socket it
+    /// runs on the `TcpStream` itself, without hyper's upgrade wrapper in every read and
+    /// write. A plain function, not an `async` one, so that nothing is held twice.
+    fn into_engine(self, upgraded: Upgraded) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let Pending {
+            handler,
+            conn,
+            config,
+            limits,
+            queue,
+        } = self;
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // Bytes the client sent right behind its handshake. `read_buf` is a view
+                // into hyper's whole read buffer: copy what is there, and let hyper's
+                // buffer go now rather than when the connection ends.
+                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                let rbuf = BytesMut::from(&read_buf[..]);
+                drop(read_buf);
+                let engine = Engine::new(io.into_inner(), rbuf, config, limits, queue);
+                Box::pin(engine.run(handler, conn))
+            }
+            Err(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let engine = Engine::new(io, BytesMut::new(), config, limits, queue);
+                Box::pin(engine.run(handler, conn))
+            }
         }
     }
 }
