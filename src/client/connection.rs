@@ -153,14 +153,14 @@ impl<'a> Connection<'a> {
                         "message received"
                     );
                     if self.closing.is_none() {
-                        self.callback(handler.on_message(client, message)).await;
+                        self.callback(|| handler.on_message(client, message)).await;
                     }
                 }
                 Frame::Ping(payload) => {
                     tracing::debug!(len = payload.len(), "ping received");
                     if self.closing.is_none() {
                         self.write(OpCode::Pong, &payload);
-                        self.callback(handler.on_ping(client, payload)).await;
+                        self.callback(|| handler.on_ping(client, payload)).await;
                     }
                 }
                 Frame::Pong(payload) => {
@@ -168,7 +168,7 @@ impl<'a> Connection<'a> {
                     self.ping_sent = None;
                     self.next_ping = self.config.keepalive_interval.map(|i| Instant::now() + i);
                     if self.closing.is_none() {
-                        self.callback(handler.on_pong(client, payload)).await;
+                        self.callback(|| handler.on_pong(client, payload)).await;
                     }
                 }
                 Frame::Close(close) => self.on_close_frame(close),
@@ -279,7 +279,7 @@ impl<'a> Connection<'a> {
 
     /// Runs a handler callback; a panic closes the connection with 1011 and stops the
     /// client.
-    async fn callback(&mut self, callback: impl Future<Output = ()>) {
+    async fn callback<F: Future<Output = ()>>(&mut self, callback: impl FnOnce() -> F) {
         if guarded(callback).await.is_err() {
             tracing::error!("client handler panicked");
             self.start_close(CloseReason::HandlerPanic);

@@ -37,7 +37,7 @@ pub(crate) async fn run<H: ClientHandler>(
             if client.policy() == WhileReconnecting::Fail {
                 drop_queued(&client, &mut rx);
             }
-            let decision = guarded(handler.on_disconnect(&client, &reason, attempt)).await;
+            let decision = guarded(|| handler.on_disconnect(&client, &reason, attempt)).await;
             match decision {
                 Ok(Reconnect::AfterBackoff) => {}
                 Ok(Reconnect::Stop) => break 'client reason,
@@ -69,7 +69,10 @@ pub(crate) async fn run<H: ClientHandler>(
     };
     client.stop();
     tracing::debug!(%reason, "client stopping");
-    if guarded(handler.terminate(&client, reason)).await.is_err() {
+    if guarded(|| handler.terminate(&client, reason))
+        .await
+        .is_err()
+    {
         tracing::error!("client handler panicked in terminate");
     }
 }
@@ -88,7 +91,7 @@ async fn open<H: ClientHandler>(
         read_buf,
         connected,
     } = established;
-    if guarded(handler.on_connect(client, &connected))
+    if guarded(|| handler.on_connect(client, &connected))
         .await
         .is_err()
     {

@@ -158,7 +158,7 @@ impl<S: Io> Engine<S> {
         tokio::pin!(sleep);
         metrics::connection_opened();
 
-        if guarded(handler.init(&mut conn)).await.is_err() {
+        if guarded(|| handler.init(&mut conn)).await.is_err() {
             panicked("init");
             conn.start_close(CloseReason::HandlerPanic);
         }
@@ -176,7 +176,10 @@ impl<S: Io> Engine<S> {
         self.traffic.flush();
         metrics::connection_closed(&reason);
         tracing::debug!(%reason, "websocket closed");
-        if guarded(handler.terminate(&mut conn, reason)).await.is_err() {
+        if guarded(|| handler.terminate(&mut conn, reason))
+            .await
+            .is_err()
+        {
             panicked("terminate");
         }
     }
@@ -202,7 +205,8 @@ impl<S: Io> Engine<S> {
                     return Ending::Drop;
                 }
                 Event::Queued(Outbound::Info(info)) => {
-                    if !conn.is_closing() && guarded(handler.on_info(conn, info)).await.is_err() {
+                    if !conn.is_closing() && guarded(|| handler.on_info(conn, info)).await.is_err()
+                    {
                         panicked("on_info");
                         conn.start_close(CloseReason::HandlerPanic);
                     }
@@ -255,7 +259,7 @@ impl<S: Io> Engine<S> {
                 Frame::Message(message) => {
                     self.traffic.messages_in += 1;
                     if !conn.is_closing()
-                        && guarded(handler.on_message(conn, message)).await.is_err()
+                        && guarded(|| handler.on_message(conn, message)).await.is_err()
                     {
                         panicked("on_message");
                         conn.start_close(CloseReason::HandlerPanic);
@@ -373,8 +377,13 @@ impl<S: Io> Engine<S> {
         sleep: Pin<&mut Sleep>,
     ) -> Poll<Event> {
         if !conn.is_closing() {
-            let out = conn.out();
+            // Checked even while too much is unsent to drain the queue: a peer that stopped
+            // reading is exactly the one a full queue must disconnect.
             let mut queued = self.queue.drain(cx.waker());
+            if self.queue.is_doomed() {
+                return Poll::Ready(Event::Queued(Outbound::Close(CloseReason::SlowConsumer)));
+            }
+            let out = conn.out();
             while out.len() < HIGH_WATER {
                 match queued.pop_front() {
                     Some(Outbound::Frame(frame)) => {
@@ -395,7 +404,14 @@ impl<S: Io> Engine<S> {
             return Poll::Ready(Event::Failed(e));
         }
         if conn.out().len() < HIGH_WATER {
-            let want = self.decoder.wanted(self.rbuf.len()).max(READ_CHUNK);
+            // Room for the frame in progress, but at most double what has arrived: a
+            // header that declares 60 MB costs memory only as the bytes come in.
+            let arrived = self.rbuf.len().max(READ_CHUNK);
+            let want = self
+                .decoder
+                .wanted(self.rbuf.len())
+                .min(arrived)
+                .max(READ_CHUNK);
             match self.io.poll_read_into(cx, &mut self.rbuf, want) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
                 Poll::Ready(Ok(n)) => {
@@ -462,9 +478,12 @@ fn panicked(callback: &'static str) {
     );
 }
 
-/// Runs a handler callback, turning a panic into an error.
-pub(crate) async fn guarded<F: Future>(callback: F) -> Result<F::Output, ()> {
-    AssertUnwindSafe(callback)
+/// Runs a handler callback, turning a panic into an error: one while the callback
+/// builds its future (a closure handler does all its work there) or while the future
+/// runs.
+pub(crate) async fn guarded<F: Future>(callback: impl FnOnce() -> F) -> Result<F::Output, ()> {
+    let future = std::panic::catch_unwind(AssertUnwindSafe(callback)).map_err(|_| ())?;
+    AssertUnwindSafe(future)
         .catch_unwind()
         .await
         .map_err(|_| ())

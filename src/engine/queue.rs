@@ -44,6 +44,11 @@ impl QueueState {
         self.lock()
     }
 
+    /// Whether a sender found the queue full under [`SlowConsumerPolicy::Disconnect`].
+    pub(crate) fn is_doomed(&self) -> bool {
+        self.doomed.load(Ordering::Relaxed)
+    }
+
     /// The engine took `len` bytes off the queue.
     pub(crate) fn dequeued(&self, len: usize) {
         self.queued.fetch_sub(len, Ordering::Relaxed);
