@@ -503,6 +503,10 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
         ),
         ("[redis]", "config: redis: missing field `url`"),
         (
+            "max_pending_handshakes = 0",
+            "config: max_pending_handshakes: invalid value: integer `0`",
+        ),
+        (
             "[redis]\nurl = \"http://127.0.0.1:6379\"",
             if cfg!(feature = "redis") {
                 "config: redis.url: \"http://127.0.0.1:6379\" is not a redis:// URL"
@@ -667,4 +671,40 @@ async fn redis_url_joins_two_servers_into_one_chat() {
         Some(2),
         "{listed}"
     );
+}
+
+#[tokio::test]
+async fn max_pending_handshakes_turns_away_one_more_with_503() {
+    use tokio::io::AsyncWriteExt;
+    let server = ExampleServer::start("max_pending_handshakes = 2", ANY_PORT);
+    // Two handshakes that never finish their headers hold both places.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"GET /echo HTTP/1.1\r\nHost: t")
+            .await
+            .unwrap();
+        stalled.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let busy = handshake(&server, "/echo", "").await;
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert_eq!(busy.body, "too many handshakes in progress\n");
+    drop(stalled);
+    let mut client = within("a place frees up", async {
+        loop {
+            if let Ok((client, _)) = tokio_tungstenite::connect_async(server.url("/echo")).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    echo_roundtrip(&mut client, "after the stall").await;
+    // An upgraded socket no longer counts: two more handshakes still get through.
+    let mut second = connect(&server.url("/echo")).await;
+    let mut third = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut second, "two").await;
+    echo_roundtrip(&mut third, "three").await;
 }

@@ -68,6 +68,8 @@ pub struct Config {
     /// How long a client may take to send its request headers (slowloris).
     #[serde(deserialize_with = "duration")]
     pub header_read_timeout: Duration,
+    /// The most connections in their HTTP phase (handshakes in progress) at once.
+    pub max_pending_handshakes: NonZeroUsize,
     /// Deliver across server processes through this Redis.
     pub redis: Option<Redis>,
     /// Serve https:// and wss:// with this certificate.
@@ -94,6 +96,7 @@ impl Default for Config {
             auth: Auth::default(),
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            max_pending_handshakes: NonZeroUsize::new(1024).expect("1024 is not zero"),
             redis: None,
             tls: None,
         }

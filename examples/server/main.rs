@@ -88,6 +88,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .reuse_port(config.reuse_port)
         .drain_timeout(config.shutdown_timeout)
         .header_read_timeout(config.header_read_timeout)
+        .max_pending_handshakes(config.max_pending_handshakes.get())
         .bind(config.bind)
         .with_context(|| format!("bind: cannot listen on {}", config.bind))?;
     tracing::info!(addr = %server.local_addr()?, "listening");

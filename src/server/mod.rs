@@ -9,6 +9,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use estuary_middleware::PeerAddr;
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -48,6 +50,7 @@ pub struct ServerBuilder {
     drain_timeout: Duration,
     header_read_timeout: Duration,
     max_header_size: usize,
+    max_pending_handshakes: usize,
 }
 
 impl Default for ServerBuilder {
@@ -60,6 +63,7 @@ impl Default for ServerBuilder {
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
+            max_pending_handshakes: 1024,
         }
     }
 }
@@ -103,6 +107,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The most connections that may be in their HTTP phase at once (handshakes, and
+    /// plain HTTP requests beside the sockets); one more is answered 503 with
+    /// `Retry-After` and closed. Upgraded sockets do not count. Default 1024.
+    pub fn max_pending_handshakes(mut self, max: usize) -> Self {
+        self.max_pending_handshakes = max;
+        self
+    }
+
     /// Binds the listening socket (TCP_NODELAY on every accepted socket).
     pub fn bind(self, addr: SocketAddr) -> io::Result<Server> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -134,6 +146,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_size", &self.max_header_size)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
             .finish()
     }
 }
@@ -233,6 +246,7 @@ impl Server {
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_size.max(8192));
         tokio::pin!(signal);
+        let pending = Arc::new(Semaphore::new(config.max_pending_handshakes));
 
         loop {
             let (stream, peer) = tokio::select! {
@@ -248,6 +262,10 @@ impl Server {
                 () = &mut signal => break,
             };
             let _ = stream.set_nodelay(true);
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                http_conns.spawn(refuse_busy(stream, peer));
+                continue;
+            };
             let service = service.clone();
             let registry = shutdown.clone();
             let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -270,6 +288,9 @@ impl Server {
             let tls = config.tls.clone();
             let handshake_timeout = config.header_read_timeout;
             http_conns.spawn(async move {
+                // Held while the connection is in its HTTP phase: hyper's connection
+                // future ends when the socket upgrades.
+                let _permit = permit;
                 #[cfg(feature = "tls")]
                 if let Some(tls) = tls {
                     match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
@@ -301,6 +322,17 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Answers a connection over the pending-handshake limit with 503 and closes it.
+async fn refuse_busy(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+        Content-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\nConnection: close\r\n\r\n\
+        too many handshakes in progress\n";
+    tracing::info!(%peer, "too many handshakes in progress: refused with 503");
+    crate::metrics::handshake(http::StatusCode::SERVICE_UNAVAILABLE);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
 }
 
 /// Serves HTTP/1.1 with upgrades on one connection, finishing gracefully on `stop`.
