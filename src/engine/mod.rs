@@ -158,7 +158,9 @@ impl<S: Io> Engine<S> {
         tokio::pin!(sleep);
         metrics::connection_opened();
 
-        if guarded(|| handler.init(&mut conn)).await.is_err() {
+        // Callbacks and steps that run once per connection are boxed, so the connection's
+        // future does not reserve their room for its whole life.
+        if Box::pin(guarded(|| handler.init(&mut conn))).await.is_err() {
             panicked("init");
             conn.start_close(CloseReason::HandlerPanic);
         }
@@ -170,13 +172,13 @@ impl<S: Io> Engine<S> {
         conn.mark_closed(reason.clone());
         self.queue.close();
         if let Ending::Linger(timeout) = ending {
-            self.linger(conn.out(), timeout).await;
+            Box::pin(self.linger(conn.out(), timeout)).await;
         }
         self.traffic.messages_out += conn.take_sent();
         self.traffic.flush();
         metrics::connection_closed(&reason);
         tracing::debug!(%reason, "websocket closed");
-        if guarded(|| handler.terminate(&mut conn, reason))
+        if Box::pin(guarded(|| handler.terminate(&mut conn, reason)))
             .await
             .is_err()
         {

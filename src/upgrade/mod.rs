@@ -149,7 +149,7 @@ impl<H: Handler> WebSocketService<H> {
         let task = async move {
             let _registration = shutdown_registration;
             match on_upgrade.await {
-                Ok(upgraded) => (*pending).into_engine(upgraded).await,
+                Ok(upgraded) => pending.into_engine(upgraded).await,
                 Err(e) => tracing::debug!(error = %e, "upgrade failed after 101"),
             }
         }
@@ -178,14 +178,18 @@ impl<H: Handler> Pending<H> {
     /// The engine for the upgraded socket, as one boxed future. On a plain TCP socket it
     /// runs on the `TcpStream` itself, without hyper's upgrade wrapper in every read and
     /// write. A plain function, not an `async` one, so that nothing is held twice.
-    fn into_engine(self, upgraded: Upgraded) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    /// Takes the box, so that it is freed here rather than when the connection ends.
+    fn into_engine(
+        self: Box<Self>,
+        upgraded: Upgraded,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let Pending {
             handler,
             conn,
             config,
             limits,
             queue,
-        } = self;
+        } = *self;
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // Bytes the client sent right behind its handshake. `read_buf` is a view
