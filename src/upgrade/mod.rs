@@ -179,6 +179,7 @@ impl<H: Handler> Pending<H> {
     /// runs on the `TcpStream` itself, without hyper's upgrade wrapper in every read and
     /// write. A plain function, not an `async` one, so that nothing is held twice.
     /// Takes the box, so that it is freed here rather than when the connection ends.
+    #[allow(clippy::boxed_local)] // the box is the point: see above
     fn into_engine(
         self: Box<Self>,
         upgraded: Upgraded,
