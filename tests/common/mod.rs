@@ -97,9 +97,29 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_on(builder, "127.0.0.1:0".parse().unwrap(), service).await
+}
+
+/// Serves `service` on `addr` with a custom builder.
+pub async fn serve_on<S, B>(
+    builder: estuary::ServerBuilder,
+    addr: std::net::SocketAddr,
+    service: S,
+) -> TestServer
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let server = builder
-        .bind("127.0.0.1:0".parse().unwrap())
-        .expect("bind loopback");
+        .bind(addr)
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let addr = server.local_addr().unwrap();
     let shutdown = server.shutdown_handle();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -9,7 +9,6 @@ use estuary::Server;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -29,22 +28,8 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let server = Server::builder()
-        .drain_timeout(Duration::from_secs(5))
-        .bind(addr)
-        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    let addr = server.local_addr().unwrap();
-    let shutdown = server.shutdown_handle();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve_with_shutdown(service, async {
-        let _ = stopped.await;
-    }));
-    TestServer {
-        addr,
-        shutdown,
-        stop: Some(stop),
-        task,
-    }
+    let builder = Server::builder().drain_timeout(Duration::from_secs(5));
+    super::serve_on(builder, addr, service).await
 }
 
 /// A tokio-tungstenite echo server: the reference peer.
