@@ -221,3 +221,25 @@ impl CoreTicks {
             .collect()
     }
 }
+
+/// Waits, up to `limit`, until process `pid` uses less than [`QUIET_PERCENT`] of a core
+/// over [`QUIET_WINDOW`]: a server still tearing down ten thousand sockets from one
+/// scenario would otherwise compete with the next server on its core.
+pub async fn wait_until_quiet(pid: u32, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let before = process_time(Some(pid))?;
+        tokio::time::sleep(QUIET_WINDOW).await;
+        let used = process_time(Some(pid))?.saturating_sub(before);
+        let percent = 100.0 * used.as_secs_f64() / QUIET_WINDOW.as_secs_f64();
+        if percent < QUIET_PERCENT || started.elapsed() >= limit {
+            return Ok(());
+        }
+    }
+}
+
+/// Below this share of a core, a server counts as quiet.
+const QUIET_PERCENT: f64 = 5.0;
+
+/// How long a server's CPU use is watched to tell whether it is quiet.
+const QUIET_WINDOW: Duration = Duration::from_millis(50);

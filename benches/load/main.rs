@@ -1,31 +1,45 @@
-//! The load benchmark: Estuary's example server against raw fastwebsockets and
-//! tokio-tungstenite echo servers, side by side, in one run, driven by one load client.
+//! The load benchmark: Estuary against raw fastwebsockets, tokio-tungstenite and axum,
+//! side by side, in one run, driven by one load client.
 //!
 //! ```text
-//! cargo bench --bench load -- [--servers estuary,fastwebsockets,tungstenite] [--quick] [--rounds N]
+//! cargo bench --bench load -- [--quick] [--rounds N]
+//!     [--scenarios echo,ping-pong,idle,handshake,fan-out]
+//!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
+//!
+//! The scenarios: pipelined echo (messages per second), ping-pong (round-trip latency),
+//! idle memory per connection at 10,000 sockets, handshakes per second, and fan-out of one
+//! message to 10,000 subscribers. `estuary` is the example server with every layer on
+//! (`configs/full-stack.toml`), `estuary-bare` a bare `WebSocketService` on
+//! `estuary::Server`; the rest are baselines written the way their users write them.
 //!
 //! Every server runs in its own process pinned to CPU 0, and this process, the load client,
 //! pins itself to CPU 1, so a server is measured against a client that never competes with it
 //! for a core. The machine is small and noisy, so each round runs every scenario against
 //! every server (in an order rotated per round so that no server always goes first) and the
-//! report quotes medians over rounds, with each server's ratio to raw fastwebsockets. Progress
-//! goes to stderr as it happens, the table to stdout, and everything to
-//! `<target>/bench/load.json`.
+//! report quotes medians over rounds, with each server's ratio to raw fastwebsockets (or to
+//! the row's own reference). Progress goes to stderr as it happens, the table to stdout, and
+//! everything to `<target>/bench/load.json` and, as a chart, `<target>/bench/load.svg`.
 //!
-//! The same binary is the baseline servers too: `load --serve fastwebsockets --bind ADDR`
+//! The same binary is the built-in servers too: `load --serve fastwebsockets --bind ADDR`
 //! is what the benchmark spawns for a baseline. And, like a criterion benchmark, run without
 //! the `--bench` flag that `cargo bench` passes (as `cargo test --all-targets` runs it), it
 //! only smoke-tests itself in a few seconds; see [`smoke`].
 //!
-//! Layout: [`client`] speaks WebSocket on the client side, [`scenarios`] turns it into
-//! measurements, [`servers`] builds, spawns and stops the servers under test, [`report`]
-//! gathers samples and prints them. A new scenario is a new [`scenarios::Scenario`] variant.
+//! Layout: [`client`] and [`frames`] speak WebSocket on the client side, [`scenarios`] turn
+//! them into measurements, [`servers`] builds, spawns and stops the servers under test,
+//! [`report`] gathers samples and prints them, [`chart`] draws them. A new scenario is a
+//! file in `scenarios/` and a [`scenarios::Scenario`] variant.
 
+mod baseline_axum;
 mod baseline_fastwebsockets;
 mod baseline_tungstenite;
+mod chart;
 mod client;
 mod cpu;
+mod estuary_bare;
+mod frames;
+mod machine;
 mod metric;
 mod report;
 mod scenarios;
@@ -39,9 +53,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Parser;
 
+use crate::machine::Machine;
 use crate::report::Report;
 use crate::scenarios::{Scenario, Settings};
-use crate::servers::{Baseline, ServerKind, ServerProcess, Workspace};
+use crate::servers::{BuiltIn, ServerKind, ServerProcess, Workspace};
 
 /// How busy (0 to 1) a CPU may be before a run without the run being flagged as noisy.
 const BUSY_BEFORE_RUN: f64 = 0.1;
@@ -49,20 +64,30 @@ const BUSY_BEFORE_RUN: f64 = 0.1;
 /// The pause before running a noisy measurement again, for the other work to go away.
 const RETRY_PAUSE: Duration = Duration::from_secs(3);
 
-/// Command-line arguments of the load benchmark (and of its baseline-server mode).
+/// How long a server may take to go quiet after a scenario before the next one starts.
+const QUIET_LIMIT: Duration = Duration::from_secs(10);
+
+/// Command-line arguments of the load benchmark (and of its built-in-server mode).
 #[derive(Debug, Parser)]
-#[command(
-    about = "Load benchmark: Estuary vs raw fastwebsockets vs tokio-tungstenite echo servers"
-)]
+#[command(about = "Load benchmark: Estuary vs raw fastwebsockets, tokio-tungstenite and axum")]
 struct Args {
     /// Servers to measure, comma-separated.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "estuary,fastwebsockets,tungstenite"
+        default_value = "estuary,estuary-bare,fastwebsockets,tungstenite,axum"
     )]
     servers: Vec<ServerKind>,
+
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "echo,ping-pong,idle,handshake,fan-out"
+    )]
+    scenarios: Vec<Scenario>,
 
     /// Short run: one round, short measurement windows.
     #[arg(long)]
@@ -72,46 +97,51 @@ struct Args {
     #[arg(long)]
     rounds: Option<usize>,
 
-    /// Run a baseline echo server instead of the benchmark (the benchmark spawns these).
-    #[arg(long, value_enum, value_name = "BASELINE", requires = "bind")]
-    serve: Option<Baseline>,
+    /// Run a built-in server instead of the benchmark (the benchmark spawns these).
+    #[arg(long, value_enum, value_name = "SERVER", requires = "bind")]
+    serve: Option<BuiltIn>,
 
     /// Address for --serve to listen on.
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
 
     /// Passed by `cargo bench`: run the benchmark. Without it (under `cargo test`), only
-    /// smoke-test the client and the baselines.
+    /// smoke-test the client and the built-in servers.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(baseline) = args.serve {
+    // Before any server starts: they inherit it.
+    let open_files = machine::raise_open_files_limit()?;
+    if let Some(built_in) = args.serve {
         let bind = args.bind.context("--serve needs --bind ADDR")?;
-        return baseline.serve(bind);
+        return built_in.serve(bind);
     }
     if !args.bench {
         return smoke::run(&Workspace::discover());
     }
-    run_benchmark(&args)
+    run_benchmark(&args, open_files)
 }
 
 /// Starts the servers, pins the client, runs every round and reports.
-fn run_benchmark(args: &Args) -> anyhow::Result<()> {
-    let mut kinds: Vec<ServerKind> = Vec::new();
-    for kind in &args.servers {
-        if !kinds.contains(kind) {
-            kinds.push(*kind);
-        }
-    }
+fn run_benchmark(args: &Args, open_files: u64) -> anyhow::Result<()> {
+    let scenarios = dedup(&args.scenarios);
+    // A server no chosen scenario runs on is not started, nor shown.
+    let kinds: Vec<ServerKind> = dedup(&args.servers)
+        .into_iter()
+        .filter(|&kind| scenarios.iter().any(|scenario| scenario.runs_on(kind)))
+        .collect();
     if kinds.is_empty() {
-        bail!("--servers names no server");
+        bail!("no server left to measure: --servers and --scenarios have nothing in common");
     }
     let settings = Settings::new(args.quick, args.rounds)?;
+    check_open_files(&settings, &scenarios, open_files)?;
     let workspace = Workspace::discover();
-    let mut report = Report::new(&settings, &kinds);
+    let machine = Machine::describe();
+    eprintln!("machine: {}", machine.line());
+    let mut report = Report::new(&settings, &kinds, &scenarios, machine);
 
     // Servers start before the client pins itself: building the example server wants both
     // cores, and a server that is skipped must be known before the rounds begin.
@@ -131,13 +161,49 @@ fn run_benchmark(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the load client's tokio runtime")?;
-    runtime.block_on(run_rounds(&mut servers, &settings, &mut report));
+    runtime.block_on(run_rounds(&mut servers, &scenarios, &settings, &mut report));
     drop(servers);
 
     println!("{}", report.table());
-    let json_path = workspace.target_dir.join("bench").join("load.json");
-    write_json(&json_path, &report)?;
-    eprintln!("results written to {}", json_path.display());
+    let dir = workspace.target_dir.join("bench");
+    let json = serde_json::to_string_pretty(&report.json()).context("serializing the results")?;
+    write(&dir.join("load.json"), json + "\n")?;
+    write(&dir.join("load.svg"), chart::svg(&report))?;
+    Ok(())
+}
+
+/// `items` without repeats, in first-seen order.
+fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
+    let mut unique = Vec::with_capacity(items.len());
+    for &item in items {
+        if !unique.contains(&item) {
+            unique.push(item);
+        }
+    }
+    unique
+}
+
+/// Fails early when the open-files limit cannot hold the most sockets a scenario opens.
+fn check_open_files(
+    settings: &Settings,
+    scenarios: &[Scenario],
+    open_files: u64,
+) -> anyhow::Result<()> {
+    let mut most = 0;
+    if scenarios.contains(&Scenario::Idle) {
+        most = most.max(settings.idle.sockets + settings.idle.warmup_sockets);
+    }
+    if scenarios.contains(&Scenario::FanOut) {
+        most = most.max(settings.fan_out.subscribers + 1);
+    }
+    // The client's own files, and the few sockets of the servers' startup probes.
+    let needed = most as u64 + 100;
+    if open_files < needed {
+        bail!(
+            "the open-files limit is {open_files}, and the scenarios need {needed} sockets \
+             open at once: raise the hard limit (ulimit -Hn) or leave out idle and fan-out"
+        );
+    }
     Ok(())
 }
 
@@ -172,20 +238,24 @@ fn note_busy_cores(report: &mut Report) {
     report.record_busy_before_run(busy);
 }
 
-/// Runs every scenario against every live server, `settings.rounds` times.
+/// Runs every scenario against every live server it runs on, `settings.rounds` times.
 ///
 /// A failure is recorded and reported, not fatal: one broken server must not cost the
 /// numbers of the others.
 pub(crate) async fn run_rounds(
     servers: &mut [ServerProcess],
+    scenarios: &[Scenario],
     settings: &Settings,
     report: &mut Report,
 ) {
     let count = servers.len();
     for round in 0..settings.rounds {
-        for scenario in Scenario::ALL {
+        for &scenario in scenarios {
             for turn in 0..count {
                 let server = &mut servers[(turn + round) % count];
+                if !scenario.runs_on(server.kind()) {
+                    continue;
+                }
                 eprintln!(
                     "[round {}/{}] {} · {}",
                     round + 1,
@@ -210,10 +280,15 @@ async fn measure(
 ) {
     let mut attempt = 1;
     let outcome = loop {
-        let outcome = match server.check_alive() {
+        let outcome = match prepare(server, scenario) {
             Ok(()) => scenario.run(&server.target(), settings).await,
             Err(error) => Err(error),
         };
+        // Whatever the scenario left the server to tear down must not land on the next
+        // measurement.
+        if let Err(error) = cpu::wait_until_quiet(server.target().pid, QUIET_LIMIT).await {
+            eprintln!("    !! could not tell whether the server went quiet: {error:#}");
+        }
         match &outcome {
             Ok(found) if !found.warnings.is_empty() && attempt < settings.attempts => {
                 for warning in &found.warnings {
@@ -252,11 +327,28 @@ async fn measure(
     }
 }
 
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
+/// Checks that `server` is still running, and restarts it when `scenario` wants a fresh one.
+fn prepare(server: &mut ServerProcess, scenario: Scenario) -> anyhow::Result<()> {
+    server.check_alive()?;
+    if scenario.wants_fresh_server() {
+        server.restart().with_context(|| {
+            format!(
+                "restarting {} for {}",
+                server.kind().name(),
+                scenario.name()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes `contents` to `path`, creating its directory, and says where.
+fn write(path: &Path, contents: String) -> anyhow::Result<()> {
     let dir = path
         .parent()
-        .context("the JSON path has a parent directory")?;
+        .context("an output path has a parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(&report.json()).context("serializing the results")?;
-    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("results written to {}", path.display());
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! What a scenario reports: metrics (a number's name, unit and direction) and measurements
 //! (one value of one metric, from one run).
 
+use crate::servers::ServerKind;
+
 /// Whether a larger value of a metric is better or worse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {
@@ -33,6 +35,10 @@ pub struct Metric {
     pub decimals: usize,
     /// Whether the table shows it (the JSON has every metric).
     pub in_table: bool,
+    /// The server every other is compared with: raw fastwebsockets, unless another is the
+    /// natural yardstick (the bare Estuary server for handshakes, tokio-tungstenite's
+    /// broadcast for fan-out).
+    pub reference: ServerKind,
 }
 
 impl Metric {

@@ -1,5 +1,5 @@
 //! The results: every measurement of every round, then the medians as a table (markdown,
-//! ready for the README) and as JSON.
+//! ready for the README), as JSON, and as the rows of the chart.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,11 +7,13 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use crate::cpu;
+use crate::machine::Machine;
 use crate::metric::{Better, Measurement, Metric};
 use crate::scenarios::{Scenario, Settings};
 use crate::servers::ServerKind;
 
-/// The server every ratio is relative to.
+/// The server most ratios are relative to; a metric may name another
+/// ([`Metric::reference`]).
 const REFERENCE: ServerKind = ServerKind::Fastwebsockets;
 
 /// Everything measured in one run, and everything that went wrong.
@@ -19,6 +21,8 @@ const REFERENCE: ServerKind = ServerKind::Fastwebsockets;
 pub struct Report {
     settings: Settings,
     servers: Vec<ServerKind>,
+    scenarios: Vec<Scenario>,
+    machine: Machine,
     samples: BTreeMap<(&'static str, ServerKind), Vec<Sample>>,
     skipped: Vec<(ServerKind, String)>,
     failures: Vec<Note>,
@@ -86,13 +90,29 @@ impl Note {
     }
 }
 
+/// One row of the chart: a metric's ratio for each server, where there is one.
+#[derive(Debug)]
+pub struct ChartRow {
+    pub label: String,
+    pub better: Better,
+    pub reference: ServerKind,
+    pub ratios: Vec<(ServerKind, Option<f64>)>,
+}
+
 impl Report {
-    /// An empty report for a run of `settings` against `servers`, which become the table's
-    /// columns in this order.
-    pub fn new(settings: &Settings, servers: &[ServerKind]) -> Self {
+    /// An empty report for a run of `scenarios` with `settings` against `servers`, which
+    /// become the table's columns in this order, on `machine`.
+    pub fn new(
+        settings: &Settings,
+        servers: &[ServerKind],
+        scenarios: &[Scenario],
+        machine: Machine,
+    ) -> Self {
         Self {
             settings: settings.clone(),
             servers: servers.to_vec(),
+            scenarios: scenarios.to_vec(),
+            machine,
             samples: BTreeMap::new(),
             skipped: Vec::new(),
             failures: Vec::new(),
@@ -160,24 +180,36 @@ impl Report {
         self.failures.len()
     }
 
+    /// The machine the run is on.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
     /// The medians table: a row per metric, a column per server, each cell the median over
     /// rounds (over the clean ones, if any; `noisy` if none was; `[k/n]` when it is over k
-    /// of n rounds) and, where more or less is better, the ratio to raw fastwebsockets.
+    /// of n rounds) and, where more or less is better, the ratio to the row's reference
+    /// (raw fastwebsockets unless the row names another). `–`: the scenario has nothing to
+    /// measure on that server.
     pub fn table(&self) -> String {
         let mut header = vec![format!(
-            "median of {} round(s), ratio to {}",
+            "median of {} round(s) (ratio to {})",
             self.settings.rounds,
             REFERENCE.name()
         )];
         header.extend(self.servers.iter().map(|server| server.name().to_owned()));
         let mut rows = vec![header];
-        for metric in all_metrics().filter(|metric| metric.in_table) {
-            let mut row = vec![metric.label.to_owned()];
-            row.extend(self.servers.iter().map(|&server| self.cell(metric, server)));
+        for (scenario, metric) in self.metrics().filter(|(_, metric)| metric.in_table) {
+            let mut row = vec![row_label(metric)];
+            row.extend(
+                self.servers
+                    .iter()
+                    .map(|&server| self.cell(scenario, metric, server)),
+            );
             rows.push(row);
         }
 
         let mut table = markdown_table(&rows);
+        let _ = writeln!(table, "machine: {}", self.machine.line());
         for (server, reason) in &self.skipped {
             let _ = writeln!(table, "skipped {}: {reason}", server.name());
         }
@@ -199,7 +231,10 @@ impl Report {
         table
     }
 
-    fn cell(&self, metric: &Metric, server: ServerKind) -> String {
+    fn cell(&self, scenario: Scenario, metric: &Metric, server: ServerKind) -> String {
+        if !scenario.runs_on(server) {
+            return "–".to_owned();
+        }
         if self.skipped.iter().any(|(skipped, _)| *skipped == server) {
             return "skipped".to_owned();
         }
@@ -229,17 +264,46 @@ impl Report {
         if metric.better == Better::Neither {
             return None;
         }
-        let reference = self.summary(metric, REFERENCE)?;
+        let reference = self.summary(metric, metric.reference)?;
         let value = self.summary(metric, server)?;
         (reference.median > 0.0 && reference.noisy == value.noisy)
             .then(|| value.median / reference.median)
     }
 
+    /// Every metric of the scenarios run, in table order, with its scenario.
+    fn metrics(&self) -> impl Iterator<Item = (Scenario, &'static Metric)> + '_ {
+        self.scenarios.iter().flat_map(|&scenario| {
+            scenario
+                .metrics()
+                .iter()
+                .map(move |&metric| (scenario, metric))
+        })
+    }
+
+    /// The table's rows that have ratios, for the chart.
+    pub fn chart_rows(&self) -> Vec<ChartRow> {
+        self.metrics()
+            .filter(|(_, metric)| metric.in_table && metric.better != Better::Neither)
+            .map(|(scenario, metric)| ChartRow {
+                label: metric.label.to_owned(),
+                better: metric.better,
+                reference: metric.reference,
+                ratios: self
+                    .servers
+                    .iter()
+                    .filter(|&&server| scenario.runs_on(server))
+                    .map(|&server| (server, self.ratio(metric, server)))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// The whole report as JSON: settings, every sample, medians, ratios and failures.
     pub fn json(&self) -> Value {
         let settings = &self.settings;
-        let metrics: Vec<Value> = all_metrics()
-            .map(|metric| {
+        let metrics: Vec<Value> = self
+            .metrics()
+            .map(|(scenario, metric)| {
                 let results: serde_json::Map<String, Value> = self
                     .servers
                     .iter()
@@ -250,7 +314,7 @@ impl Report {
                             "median": summary.median,
                             "median_of": summary.count,
                             "median_is_noisy": summary.noisy,
-                            "ratio_to_fastwebsockets": self.ratio(metric, server),
+                            "ratio": self.ratio(metric, server),
                             "samples": samples.iter().map(|s| s.value).collect::<Vec<_>>(),
                             "noisy": samples.iter().map(|s| s.noisy).collect::<Vec<_>>(),
                         });
@@ -260,13 +324,17 @@ impl Report {
                 json!({
                     "key": metric.key,
                     "label": metric.label,
+                    "scenario": scenario.name(),
                     "better": metric.better.name(),
+                    "reference": metric.reference.name(),
                     "results": results,
                 })
             })
             .collect();
         json!({
             "benchmark": "load",
+            "machine": self.machine.json(),
+            "scenarios": self.scenarios.iter().map(|scenario| scenario.name()).collect::<Vec<_>>(),
             "settings": {
                 "rounds": settings.rounds,
                 "attempts": settings.attempts,
@@ -285,6 +353,24 @@ impl Report {
                     "payload_bytes": settings.ping_pong.payload_len,
                     "warmup_round_trips": settings.ping_pong.warmup_round_trips,
                     "round_trips": settings.ping_pong.round_trips,
+                },
+                "idle": {
+                    "sockets": settings.idle.sockets,
+                    "warmup_sockets": settings.idle.warmup_sockets,
+                    "estuary_route": ServerKind::Estuary.idle_route().path,
+                    "settle_window_s": settings.idle.settle_window.as_secs_f64(),
+                    "settle_limit_s": settings.idle.settle_limit.as_secs_f64(),
+                },
+                "handshake": {
+                    "concurrency": settings.handshake.concurrency,
+                    "warmup": settings.handshake.warmup,
+                    "batch": settings.handshake.batch,
+                    "batches": settings.handshake.batches,
+                },
+                "fan_out": {
+                    "subscribers": settings.fan_out.subscribers,
+                    "warmup_messages": settings.fan_out.warmup_messages,
+                    "messages": settings.fan_out.messages,
                 },
             },
             "servers": self.servers.iter().map(|server| server.name()).collect::<Vec<_>>(),
@@ -345,11 +431,13 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
     table
 }
 
-/// Every metric of every scenario, in table order.
-fn all_metrics() -> impl Iterator<Item = &'static Metric> {
-    Scenario::ALL
-        .into_iter()
-        .flat_map(|scenario| scenario.metrics().iter().copied())
+/// A table row's label: the metric's, and the reference server when it is not the usual.
+fn row_label(metric: &Metric) -> String {
+    if metric.reference == REFERENCE {
+        metric.label.to_owned()
+    } else {
+        format!("{} (ratio to {})", metric.label, metric.reference.name())
+    }
 }
 
 /// The median of `values`, if there are any.

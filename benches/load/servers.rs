@@ -2,10 +2,13 @@
 //! that stops it.
 //!
 //! Every server is its own process pinned to [`cpu::SERVER_CPU`]: Estuary's example
-//! server binary, and this benchmark binary again in `--serve` mode for each baseline.
-//! Servers start once, side by side, and stay up for all rounds; a [`ServerProcess`] kills
-//! its process when dropped, on a normal exit and on a panic alike.
+//! server binary with `configs/full-stack.toml`, and this benchmark binary again in
+//! `--serve` mode for the bare Estuary server and each baseline. Servers start once, side
+//! by side, and stay up for all rounds (a scenario that measures memory gets a fresh
+//! process, see [`ServerProcess::restart`]); a [`ServerProcess`] kills its process when
+//! dropped, on a normal exit and on a panic alike.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
@@ -16,10 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::report::Report;
-use crate::{baseline_fastwebsockets, baseline_tungstenite, cpu};
+use crate::{baseline_axum, baseline_fastwebsockets, baseline_tungstenite, cpu, estuary_bare};
 
 /// The route every server echoes on.
 pub const ECHO_PATH: &str = "/echo";
+
+/// The example server's config: every layer on, none of them limiting the benchmark.
+const FULL_STACK_CONFIG: &str = "benches/load/configs/full-stack.toml";
 
 /// How long a server may take from spawn to accepting connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -27,12 +33,18 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// A server the benchmark can measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum ServerKind {
-    /// Estuary's example server (`examples/server.rs`).
+    /// Estuary's example server (`examples/server`) with every layer on
+    /// (`configs/full-stack.toml`): origin check, rate limit, connection cap, Basic auth,
+    /// session limits, and the chat on the hub.
     Estuary,
+    /// `estuary::Server` serving a bare `WebSocketService` echo: no layer at all.
+    EstuaryBare,
     /// The raw fastwebsockets echo server in this benchmark.
     Fastwebsockets,
-    /// The tokio-tungstenite echo server in this benchmark.
+    /// The tokio-tungstenite echo server in this benchmark, with a broadcast fan-out route.
     Tungstenite,
+    /// The axum `WebSocketUpgrade` echo server in this benchmark.
+    Axum,
 }
 
 impl ServerKind {
@@ -40,32 +52,92 @@ impl ServerKind {
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Estuary => "estuary",
+            ServerKind::EstuaryBare => "estuary-bare",
             ServerKind::Fastwebsockets => "fastwebsockets",
             ServerKind::Tungstenite => "tungstenite",
+            ServerKind::Axum => "axum",
+        }
+    }
+
+    /// Where an idle connection goes. For Estuary that is the chat, joining one channel:
+    /// an authenticated connection registered in the hub, as an application's would be.
+    /// Everywhere else, the bare echo socket.
+    pub fn idle_route(self) -> Route {
+        match self {
+            ServerKind::Estuary => Route {
+                path: "/ws?join=idle",
+                greeting: 2,
+            },
+            _ => Route {
+                path: ECHO_PATH,
+                greeting: 0,
+            },
+        }
+    }
+
+    /// Where a subscriber of the fan-out goes, for the servers that have a fan-out:
+    /// Estuary's chat channel on the hub, and tokio-tungstenite's broadcast channel.
+    pub fn fan_out_route(self) -> Option<Route> {
+        match self {
+            ServerKind::Estuary => Some(Route {
+                path: "/ws?join=fanout",
+                greeting: 2,
+            }),
+            ServerKind::Tungstenite => Some(Route {
+                path: baseline_tungstenite::FAN_OUT_PATH,
+                greeting: 1,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The server this binary runs in `--serve` mode, for all but the example server.
+    fn built_in(self) -> Option<BuiltIn> {
+        match self {
+            ServerKind::Estuary => None,
+            ServerKind::EstuaryBare => Some(BuiltIn::EstuaryBare),
+            ServerKind::Fastwebsockets => Some(BuiltIn::Fastwebsockets),
+            ServerKind::Tungstenite => Some(BuiltIn::Tungstenite),
+            ServerKind::Axum => Some(BuiltIn::Axum),
         }
     }
 }
 
-/// A baseline echo server, run by `load --serve NAME --bind ADDR`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Baseline {
-    Fastwebsockets,
-    Tungstenite,
+/// A WebSocket route of a server under test.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// Path and query of the upgrade request.
+    pub path: &'static str,
+    /// How many messages the server sends on its own right after the upgrade.
+    pub greeting: u64,
 }
 
-impl Baseline {
-    /// Serves echo on `addr` until killed.
+/// A server built into this benchmark binary, run by `load --serve NAME --bind ADDR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuiltIn {
+    EstuaryBare,
+    Fastwebsockets,
+    Tungstenite,
+    Axum,
+}
+
+impl BuiltIn {
+    /// Serves on `addr` until killed.
     pub fn serve(self, addr: SocketAddr) -> anyhow::Result<()> {
         match self {
-            Baseline::Fastwebsockets => baseline_fastwebsockets::serve(addr),
-            Baseline::Tungstenite => baseline_tungstenite::serve(addr),
+            BuiltIn::EstuaryBare => estuary_bare::serve(addr),
+            BuiltIn::Fastwebsockets => baseline_fastwebsockets::serve(addr),
+            BuiltIn::Tungstenite => baseline_tungstenite::serve(addr),
+            BuiltIn::Axum => baseline_axum::serve(addr),
         }
     }
 
     fn name(self) -> &'static str {
         match self {
-            Baseline::Fastwebsockets => "fastwebsockets",
-            Baseline::Tungstenite => "tungstenite",
+            BuiltIn::EstuaryBare => "estuary-bare",
+            BuiltIn::Fastwebsockets => "fastwebsockets",
+            BuiltIn::Tungstenite => "tungstenite",
+            BuiltIn::Axum => "axum",
         }
     }
 }
@@ -93,10 +165,30 @@ impl Workspace {
 /// What a scenario needs to know about a running server.
 #[derive(Debug, Clone)]
 pub struct Target {
+    pub kind: ServerKind,
     pub addr: SocketAddr,
-    pub path: &'static str,
     /// The server's process id, for scenarios that read its CPU or memory use.
     pub pid: u32,
+}
+
+/// How to start a server: a program and its arguments, to which `--bind ADDR` is added.
+#[derive(Debug, Clone)]
+struct Recipe {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Recipe {
+    fn command(&self, addr: SocketAddr) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .arg("--bind")
+            .arg(addr.to_string())
+            .envs(self.env.iter().copied());
+        command
+    }
 }
 
 /// A running server process, killed when dropped.
@@ -105,12 +197,15 @@ pub struct ServerProcess {
     kind: ServerKind,
     addr: SocketAddr,
     child: Child,
+    recipe: Recipe,
 }
 
 impl ServerProcess {
-    /// Spawns `command` (which must listen on `addr`), pinned to the server core, and waits
-    /// until it accepts connections.
-    fn spawn(kind: ServerKind, mut command: Command, addr: SocketAddr) -> anyhow::Result<Self> {
+    /// Starts `recipe` on a free loopback port, pinned to the server core, and waits until
+    /// it accepts connections.
+    fn spawn(kind: ServerKind, recipe: Recipe) -> anyhow::Result<Self> {
+        let addr = free_loopback_addr()?;
+        let mut command = recipe.command(addr);
         // A server's stdout would interleave with the table; its output goes to stderr.
         let stderr = std::io::stderr()
             .as_fd()
@@ -121,9 +216,29 @@ impl ServerProcess {
         let child = command
             .spawn()
             .with_context(|| format!("spawning the {} server: {command:?}", kind.name()))?;
-        let mut server = Self { kind, addr, child };
+        let mut server = Self {
+            kind,
+            addr,
+            child,
+            recipe,
+        };
         server.wait_until_listening()?;
         Ok(server)
+    }
+
+    /// Stops the process and starts a new one: a server that has never held a connection,
+    /// for scenarios that measure memory (an allocator keeps what earlier scenarios freed
+    /// and hands it out again, so growth on an old process would be too small).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        *self = Self::spawn(self.kind, self.recipe.clone())?;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        // The process may have exited already; either way it must be reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn wait_until_listening(&mut self) -> anyhow::Result<()> {
@@ -162,8 +277,8 @@ impl ServerProcess {
 
     pub fn target(&self) -> Target {
         Target {
+            kind: self.kind,
             addr: self.addr,
-            path: ECHO_PATH,
             pid: self.child.id(),
         }
     }
@@ -171,9 +286,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        // The process may have exited already; either way it must be reaped.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -188,14 +301,19 @@ pub fn start(
 ) -> anyhow::Result<Vec<ServerProcess>> {
     let mut servers = Vec::with_capacity(kinds.len());
     for &kind in kinds {
-        let addr = free_loopback_addr()?;
-        let command = match kind {
-            ServerKind::Estuary => match build_estuary(workspace) {
-                Ok(program) => {
-                    let mut command = Command::new(program);
-                    command.arg("--bind").arg(addr.to_string());
-                    command
-                }
+        let recipe = match kind.built_in() {
+            Some(built_in) => built_in_recipe(built_in)?,
+            None => match build_estuary(workspace) {
+                Ok(program) => Recipe {
+                    program,
+                    args: vec![
+                        "--config".into(),
+                        workspace.root.join(FULL_STACK_CONFIG).into(),
+                    ],
+                    // Nothing at info level per connection today; a RUST_LOG=debug left in
+                    // the environment must not turn the benchmark into a logging test.
+                    env: vec![("RUST_LOG", "warn")],
+                },
                 Err(error) => {
                     eprintln!();
                     eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
@@ -207,36 +325,42 @@ pub fn start(
                     continue;
                 }
             },
-            ServerKind::Fastwebsockets => baseline_command(Baseline::Fastwebsockets, addr)?,
-            ServerKind::Tungstenite => baseline_command(Baseline::Tungstenite, addr)?,
         };
-        eprintln!("starting {} on {addr}", kind.name());
-        servers.push(ServerProcess::spawn(kind, command, addr)?);
+        let server = ServerProcess::spawn(kind, recipe)?;
+        eprintln!("started {} on {}", kind.name(), server.addr);
+        servers.push(server);
     }
     Ok(servers)
 }
 
 /// This benchmark binary, in `--serve` mode.
-fn baseline_command(baseline: Baseline, addr: SocketAddr) -> anyhow::Result<Command> {
-    let program = std::env::current_exe().context("locating the benchmark binary")?;
-    let mut command = Command::new(program);
-    command
-        .arg("--serve")
-        .arg(baseline.name())
-        .arg("--bind")
-        .arg(addr.to_string());
-    Ok(command)
+fn built_in_recipe(built_in: BuiltIn) -> anyhow::Result<Recipe> {
+    Ok(Recipe {
+        program: std::env::current_exe().context("locating the benchmark binary")?,
+        args: vec!["--serve".into(), built_in.name().into()],
+        env: Vec::new(),
+    })
 }
 
 /// Builds `examples/server.rs` in release mode and returns the binary's path.
 fn build_estuary(workspace: &Workspace) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building the estuary example server (cargo build --release --example server)");
-    let status = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    command
         .args(["build", "--release", "--example", "server"])
         .current_dir(&workspace.root)
         .env("CARGO_TARGET_DIR", &workspace.target_dir)
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    // Set by `cargo bench` for this benchmark; ring's build script watches
+    // CARGO_MANIFEST_DIR and would rebuild half the tree if it saw it change.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_MANIFEST_") {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .status()
         .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
     if !status.success() {

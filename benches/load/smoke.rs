@@ -1,22 +1,23 @@
 //! What `cargo test` runs of this target: the client's frame checks, then every scenario,
-//! briefly, against both baselines (Estuary's example server is left out: building it in
-//! release mode is a benchmark's job, not a test's).
+//! briefly, against the servers built into this binary (Estuary's example server is left
+//! out: building it in release mode is a benchmark's job, not a test's).
 //!
 //! A `harness = false` target is run by `cargo test --all-targets` as a plain program
 //! without the `--bench` flag; this is what keeps that from starting a full benchmark.
 
 use anyhow::{bail, Context as _};
 
+use crate::machine::Machine;
 use crate::report::Report;
 use crate::scenarios::{Scenario, Settings};
 use crate::servers::{self, ServerKind, Workspace};
-use crate::{client, cpu};
+use crate::{cpu, frames};
 
 /// Runs the checks and the short scenarios; fails if any of them does.
 pub fn run(workspace: &Workspace) -> anyhow::Result<()> {
     let mut passed = 0;
     let mut failed = 0;
-    for (name, check) in client::checks::ALL {
+    for (name, check) in frames::checks::ALL {
         match check() {
             Ok(()) => {
                 eprintln!("check {name} ... ok");
@@ -30,8 +31,14 @@ pub fn run(workspace: &Workspace) -> anyhow::Result<()> {
     }
 
     let settings = Settings::smoke();
-    let kinds = [ServerKind::Fastwebsockets, ServerKind::Tungstenite];
-    let mut report = Report::new(&settings, &kinds);
+    let kinds = [
+        ServerKind::EstuaryBare,
+        ServerKind::Fastwebsockets,
+        ServerKind::Tungstenite,
+        ServerKind::Axum,
+    ];
+    let scenarios = Scenario::ALL;
+    let mut report = Report::new(&settings, &kinds, &scenarios, Machine::describe());
     let mut servers = servers::start(&kinds, workspace, &mut report)?;
     // Pinned like the benchmark, so that the scenarios' CPU accounting means the same.
     if let Err(error) = cpu::pin_current_thread(cpu::CLIENT_CPU) {
@@ -44,11 +51,20 @@ pub fn run(workspace: &Workspace) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the load client's tokio runtime")?;
-    runtime.block_on(crate::run_rounds(&mut servers, &settings, &mut report));
+    runtime.block_on(crate::run_rounds(
+        &mut servers,
+        &scenarios,
+        &settings,
+        &mut report,
+    ));
     drop(servers);
     eprintln!("{}", report.table());
 
-    let runs = Scenario::ALL.len() * kinds.len() * settings.rounds;
+    let runs = scenarios
+        .iter()
+        .map(|scenario| kinds.iter().filter(|&&kind| scenario.runs_on(kind)).count())
+        .sum::<usize>()
+        * settings.rounds;
     failed += report.failure_count();
     passed += runs - report.failure_count();
     println!("load benchmark smoke test: {passed} passed, {failed} failed");

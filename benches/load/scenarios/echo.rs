@@ -9,10 +9,11 @@ use tokio::task::JoinSet;
 use tokio::time::sleep;
 
 use super::{Outcome, REPLY_TIMEOUT};
-use crate::client::{Connection, EncodedFrames};
+use crate::client::Connection;
 use crate::cpu;
+use crate::frames::EncodedFrames;
 use crate::metric::{Better, Measurement, Metric};
-use crate::servers::Target;
+use crate::servers::{ServerKind, Target, ECHO_PATH};
 
 /// How many replies an echo connection waits for before refilling, so that 12 to 16 of its
 /// messages are in flight. Refilling on every reply costs the client a write per message
@@ -68,6 +69,7 @@ const THROUGHPUT: Metric = Metric {
     better: Better::Higher,
     decimals: 0,
     in_table: true,
+    reference: ServerKind::Fastwebsockets,
 };
 
 /// The server process's CPU time over the window, as a share of one core.
@@ -77,6 +79,7 @@ const SERVER_CPU: Metric = Metric {
     better: Better::Neither,
     decimals: 0,
     in_table: true,
+    reference: ServerKind::Fastwebsockets,
 };
 
 /// The load client's CPU time over the window, as a share of one core: near 100, the
@@ -87,6 +90,7 @@ const CLIENT_CPU: Metric = Metric {
     better: Better::Neither,
     decimals: 0,
     in_table: true,
+    reference: ServerKind::Fastwebsockets,
 };
 
 /// How busy the server's core was over the window, whoever used it.
@@ -96,6 +100,7 @@ const SERVER_CORE_BUSY: Metric = Metric {
     better: Better::Neither,
     decimals: 0,
     in_table: false,
+    reference: ServerKind::Fastwebsockets,
 };
 
 /// How busy the client's core was over the window, whoever used it.
@@ -105,6 +110,7 @@ const CLIENT_CORE_BUSY: Metric = Metric {
     better: Better::Neither,
     decimals: 0,
     in_table: false,
+    reference: ServerKind::Fastwebsockets,
 };
 
 /// Every metric of the scenario, in table order.
@@ -130,7 +136,7 @@ pub async fn run(target: &Target, settings: &EchoSettings) -> anyhow::Result<Out
 
     let mut connections = Vec::with_capacity(settings.connections);
     for index in 0..settings.connections {
-        let connection = Connection::open(target.addr, target.path)
+        let connection = Connection::open(target.addr, ECHO_PATH)
             .await
             .with_context(|| format!("opening echo connection {index}"))?;
         connections.push(connection);

@@ -1,22 +1,29 @@
 //! The scenarios: what the load client does to a server, and what it measures.
 //!
-//! A scenario takes a [`Target`] (a running server's address and process id) and returns
-//! one [`Measurement`] per [`Metric`] it declares. Adding one (idle bytes per connection,
-//! handshakes per second, fan-out to many subscribers) is a file here with its settings,
-//! metrics and `run`, and a [`Scenario`] variant; the rounds, the table and the JSON pick
-//! it up.
+//! A scenario takes a [`Target`] (a running server's kind, address and process id) and
+//! returns one [`Measurement`] per [`Metric`] it declares. Adding one is a file here with its
+//! settings, metrics and `run`, and a [`Scenario`] variant; the rounds, the table, the JSON
+//! and the chart pick it up.
 
 mod echo;
+mod fan_out;
+mod handshake;
+mod idle;
 mod ping_pong;
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
+use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::client::Connection;
 use crate::metric::{Measurement, Metric};
-use crate::servers::Target;
+use crate::servers::{Route, ServerKind, Target};
 pub use echo::EchoSettings;
+pub use fan_out::FanOutSettings;
+pub use handshake::HandshakeSettings;
+pub use idle::IdleSettings;
 pub use ping_pong::PingPongSettings;
 
 /// How long a connection may wait for any reply before the scenario fails.
@@ -31,6 +38,9 @@ pub struct Settings {
     pub attempts: usize,
     pub echo: EchoSettings,
     pub ping_pong: PingPongSettings,
+    pub idle: IdleSettings,
+    pub handshake: HandshakeSettings,
+    pub fan_out: FanOutSettings,
 }
 
 impl Settings {
@@ -44,6 +54,9 @@ impl Settings {
             attempts: 2,
             echo: EchoSettings::new(quick),
             ping_pong: PingPongSettings::new(quick),
+            idle: IdleSettings::new(quick),
+            handshake: HandshakeSettings::new(quick),
+            fan_out: FanOutSettings::new(quick),
         })
     }
 
@@ -54,6 +67,9 @@ impl Settings {
             attempts: 1,
             echo: EchoSettings::smoke(),
             ping_pong: PingPongSettings::smoke(),
+            idle: IdleSettings::smoke(),
+            handshake: HandshakeSettings::smoke(),
+            fan_out: FanOutSettings::smoke(),
         }
     }
 }
@@ -68,23 +84,38 @@ pub struct Outcome {
 }
 
 /// A way of loading a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// Many connections, each with several messages in flight: messages per second.
     Echo,
     /// One connection, one message in flight: round-trip latency.
     PingPong,
+    /// Ten thousand connections doing nothing: the server's memory per connection.
+    Idle,
+    /// Connect, upgrade, close, many at once: handshakes per second.
+    Handshake,
+    /// One message to ten thousand subscribers: time to the last delivery.
+    FanOut,
 }
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 2] = [Scenario::Echo, Scenario::PingPong];
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Echo,
+        Scenario::PingPong,
+        Scenario::Idle,
+        Scenario::Handshake,
+        Scenario::FanOut,
+    ];
 
     /// The scenario's name in progress messages and the JSON.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Echo => "pipelined echo",
             Scenario::PingPong => "ping-pong latency",
+            Scenario::Idle => "idle memory",
+            Scenario::Handshake => "handshakes",
+            Scenario::FanOut => "fan-out",
         }
     }
 
@@ -93,7 +124,24 @@ impl Scenario {
         match self {
             Scenario::Echo => echo::METRICS,
             Scenario::PingPong => ping_pong::METRICS,
+            Scenario::Idle => idle::METRICS,
+            Scenario::Handshake => handshake::METRICS,
+            Scenario::FanOut => fan_out::METRICS,
         }
+    }
+
+    /// Whether the scenario has something to measure on `server`: fan-out needs a server
+    /// with a channel to subscribe to.
+    pub fn runs_on(self, server: ServerKind) -> bool {
+        match self {
+            Scenario::FanOut => server.fan_out_route().is_some(),
+            _ => true,
+        }
+    }
+
+    /// Whether the scenario wants a server process that has never served anything.
+    pub fn wants_fresh_server(self) -> bool {
+        self == Scenario::Idle
     }
 
     /// Runs the scenario once against `target`, within a time limit derived from `settings`.
@@ -103,6 +151,9 @@ impl Scenario {
             match self {
                 Scenario::Echo => echo::run(target, &settings.echo).await,
                 Scenario::PingPong => ping_pong::run(target, &settings.ping_pong).await,
+                Scenario::Idle => idle::run(target, &settings.idle).await,
+                Scenario::Handshake => handshake::run(target, &settings.handshake).await,
+                Scenario::FanOut => fan_out::run(target, &settings.fan_out).await,
             }
         };
         timeout(limit, run)
@@ -116,6 +167,60 @@ impl Scenario {
         match self {
             Scenario::Echo => setup + settings.echo.warmup + settings.echo.window,
             Scenario::PingPong => setup + Duration::from_secs(60),
+            Scenario::Idle => setup + Duration::from_secs(90) + settings.idle.settle_limit,
+            Scenario::Handshake => setup + Duration::from_secs(120),
+            Scenario::FanOut => {
+                let messages = settings.fan_out.warmup_messages + settings.fan_out.messages;
+                setup
+                    + Duration::from_secs(90)
+                    + settings.fan_out.delivery_timeout * messages as u32
+            }
         }
     }
+}
+
+/// How often opening thousands of sockets says how far it got.
+const PROGRESS_EVERY: usize = 2_000;
+
+/// Opens `count` quiet connections (see [`Connection::open_quiet`]) to `route` on
+/// `target`, `concurrency` at a time, saying on stderr how far it got.
+async fn open_quiet_connections(
+    target: &Target,
+    route: Route,
+    count: usize,
+    concurrency: usize,
+    scenario: &str,
+) -> anyhow::Result<Vec<Connection>> {
+    let mut connections = Vec::with_capacity(count);
+    let mut opening = JoinSet::new();
+    let mut started = 0;
+    while connections.len() < count {
+        while started < count && opening.len() < concurrency.max(1) {
+            let addr = target.addr;
+            opening.spawn(async move {
+                Connection::open_quiet(addr, route.path, route.greeting)
+                    .await
+                    .with_context(|| format!("opening socket {} of {count}", started + 1))
+            });
+            started += 1;
+        }
+        let opened = opening
+            .join_next()
+            .await
+            .context("a socket was being opened")?
+            .context("a task opening a socket panicked")??;
+        connections.push(opened);
+        let open = connections.len();
+        if open % PROGRESS_EVERY == 0 || open == count {
+            eprintln!(
+                "    {scenario}: {} {open}/{count} sockets",
+                target.kind.name()
+            );
+        }
+    }
+    ensure!(
+        opening.is_empty(),
+        "sockets still opening after {count} were open"
+    );
+    Ok(connections)
 }

@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 
 use super::{Outcome, REPLY_TIMEOUT};
-use crate::client::{Connection, EncodedFrames};
+use crate::client::Connection;
 use crate::cpu;
+use crate::frames::EncodedFrames;
 use crate::metric::{Better, Measurement, Metric};
-use crate::servers::Target;
+use crate::servers::{ServerKind, Target, ECHO_PATH};
 
 /// Settings of [`super::Scenario::PingPong`].
 #[derive(Debug, Clone)]
@@ -45,6 +46,7 @@ const P50: Metric = Metric {
     better: Better::Lower,
     decimals: 1,
     in_table: true,
+    reference: ServerKind::Fastwebsockets,
 };
 
 /// 99th-percentile round-trip time.
@@ -54,6 +56,7 @@ const P99: Metric = Metric {
     better: Better::Lower,
     decimals: 1,
     in_table: true,
+    reference: ServerKind::Fastwebsockets,
 };
 
 /// Every metric of the scenario, in table order.
@@ -63,7 +66,7 @@ pub const METRICS: &[&Metric] = &[&P50, &P99];
 /// a warm-up, as its median and 99th percentile.
 pub async fn run(target: &Target, settings: &PingPongSettings) -> anyhow::Result<Outcome> {
     let frame = EncodedFrames::binary(settings.payload_len, 1);
-    let mut connection = Connection::open(target.addr, target.path)
+    let mut connection = Connection::open(target.addr, ECHO_PATH)
         .await
         .context("opening the ping-pong connection")?;
     let mut latencies = Vec::with_capacity(settings.round_trips);
