@@ -1,0 +1,329 @@
+//! Property tests of the frame codec, driven through a real socket into the connection
+//! engine (the codec is not public): any bytes a client sends end in a valid close frame
+//! or a closed socket, never in a panic; valid messages come back whole and in order
+//! however they are fragmented, masked and split across reads. Bounded by
+//! `PROPTEST_CASES` (256 unless set), one connection per case.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{serve, RawFrame, RawWs};
+use estuary::{handler_fn, Conn, Message, WebSocketConfig, WebSocketService};
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+use tokio::io::AsyncWriteExt;
+
+/// The largest message the fuzzing server takes.
+const MAX_MESSAGE: usize = 64 << 10;
+
+/// `PROPTEST_CASES` cases (256 unless set), and no regression files in the source tree.
+fn cases() -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// One echo server for every case, on a runtime of its own.
+fn server() -> &'static (tokio::runtime::Runtime, SocketAddr) {
+    static SERVER: OnceLock<(tokio::runtime::Runtime, SocketAddr)> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let config = WebSocketConfig::default()
+            .with_max_message_size(MAX_MESSAGE)
+            .with_close_timeout(Duration::from_millis(300))
+            .with_keepalive(None, Duration::from_secs(1));
+        let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+            let _ = conn.send(msg);
+        }))
+        .with_config(config);
+        let server = runtime.block_on(serve(echo));
+        let addr = server.addr;
+        // Serves until the test process exits.
+        std::mem::forget(server);
+        (runtime, addr)
+    })
+}
+
+/// A client frame: any header bits, a mask or none, and a declared length that may lie.
+#[derive(Debug, Clone)]
+struct RawFrameSpec {
+    first: u8,
+    mask: Option<[u8; 4]>,
+    payload: Vec<u8>,
+    declared: Option<u64>,
+}
+
+impl RawFrameSpec {
+    fn encode(&self) -> Vec<u8> {
+        let len = self.declared.unwrap_or(self.payload.len() as u64);
+        let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
+        let mut out = vec![self.first];
+        match len {
+            n if n < 126 => out.push(mask_bit | n as u8),
+            n if n <= u16::MAX as u64 => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        out.extend(mask_payload(self.mask, &self.payload, &mut |bytes| {
+            bytes.to_vec()
+        }));
+        out
+    }
+}
+
+/// `mask` (if any) followed by `payload` masked with it.
+fn mask_payload(
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+    plain: &mut dyn FnMut(&[u8]) -> Vec<u8>,
+) -> Vec<u8> {
+    match mask {
+        Some(mask) => mask
+            .iter()
+            .copied()
+            .chain(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]))
+            .collect(),
+        None => plain(payload),
+    }
+}
+
+/// A masked frame with FIN, no reserved bits, and a true length.
+fn frame(fin: bool, opcode: u8, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    RawFrameSpec {
+        first: (fin as u8) << 7 | opcode,
+        mask: Some(mask),
+        payload: payload.to_vec(),
+        declared: None,
+    }
+    .encode()
+}
+
+fn raw_frame() -> impl Strategy<Value = RawFrameSpec> {
+    let first = prop_oneof![
+        // Well-formed first bytes: FIN or not, a defined opcode.
+        4 => (any::<bool>(), prop_oneof![Just(0u8), Just(1), Just(2), Just(8), Just(9), Just(10)])
+            .prop_map(|(fin, op)| (fin as u8) << 7 | op),
+        1 => any::<u8>(),
+    ];
+    let payload = prop_oneof![
+        3 => proptest::collection::vec(any::<u8>(), 0..200),
+        1 => any::<String>().prop_map(String::into_bytes),
+        1 => (0u16..1000u16).prop_flat_map(|code| {
+            "[ -~]{0,20}".prop_map(move |reason| [&code.to_be_bytes()[..], reason.as_bytes()].concat())
+        }),
+    ];
+    let declared = prop_oneof![
+        6 => Just(None),
+        1 => prop_oneof![
+            Just(u64::MAX),
+            Just(1u64 << 63),
+            Just((1u64 << 63) - 1),
+            Just(MAX_MESSAGE as u64 + 1),
+            0u64..300,
+        ]
+        .prop_map(Some),
+    ];
+    (
+        first,
+        proptest::option::weighted(0.9, any::<[u8; 4]>()),
+        payload,
+        declared,
+    )
+        .prop_map(|(first, mask, payload, declared)| RawFrameSpec {
+            first,
+            mask,
+            payload,
+            declared,
+        })
+}
+
+/// Writes `bytes` in `pieces` writes a moment apart (so the server reads them in parts),
+/// then half-closes when `eof`.
+async fn send_in_pieces(ws: &mut RawWs, bytes: &[u8], pieces: &[usize], eof: bool) {
+    // Each piece leaves at once, rather than after the ACK of the one before.
+    ws.stream.set_nodelay(true).unwrap();
+    let mut cuts: Vec<usize> = pieces.iter().map(|p| p % (bytes.len() + 1)).collect();
+    cuts.sort();
+    let mut at = 0;
+    for cut in cuts.into_iter().chain([bytes.len()]) {
+        if cut > at {
+            ws.stream.write_all(&bytes[at..cut]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            at = cut;
+        }
+    }
+    if eof {
+        ws.stream.shutdown().await.unwrap();
+    }
+}
+
+/// Every frame the server sends until it closes the socket.
+async fn read_to_end(ws: &mut RawWs) -> Vec<RawFrame> {
+    let mut frames = Vec::new();
+    while let Some(frame) = ws.read_frame().await {
+        frames.push(frame);
+    }
+    frames
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn any_bytes_end_in_a_valid_close_frame_or_a_closed_socket_never_1011(
+        frames in proptest::collection::vec(raw_frame(), 0..6),
+        tail in proptest::collection::vec(any::<u8>(), 0..20),
+        pieces in proptest::collection::vec(any::<usize>(), 0..3),
+    ) {
+        let (runtime, addr) = server();
+        let mut bytes: Vec<u8> = frames.iter().flat_map(RawFrameSpec::encode).collect();
+        bytes.extend_from_slice(&tail);
+        let received = runtime.block_on(async {
+            let mut ws = RawWs::connect(*addr, "/").await;
+            send_in_pieces(&mut ws, &bytes, &pieces, true).await;
+            read_to_end(&mut ws).await
+        });
+        let mut closed = false;
+        for frame in &received {
+            prop_assert!(!closed, "a frame after the close frame: {:?}", received);
+            prop_assert!(frame.fin, "the server does not fragment: {frame:?}");
+            match frame.opcode {
+                1 | 2 | 10 => {}
+                8 => {
+                    closed = true;
+                    if !frame.payload.is_empty() {
+                        prop_assert!(frame.payload.len() >= 2, "{frame:?}");
+                        let (code, reason) = frame.close();
+                        prop_assert!(
+                            matches!(code, 1000..=1003 | 1007..=1010 | 1012..=1014 | 3000..=4999),
+                            "close code {code} ({reason})"
+                        );
+                    }
+                }
+                other => prop_assert!(false, "opcode {other}: {frame:?}"),
+            }
+        }
+    }
+}
+
+/// A message as the client sends it: its fragments (with a ping after some of them).
+#[derive(Debug, Clone)]
+struct Fragmented {
+    text: bool,
+    payload: Vec<u8>,
+    cuts: Vec<usize>,
+    pings: Vec<Option<Vec<u8>>>,
+    masks: Vec<[u8; 4]>,
+}
+
+fn fragmented() -> impl Strategy<Value = Fragmented> {
+    let payload = prop_oneof![
+        any::<String>().prop_map(|s| (true, s.into_bytes())),
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(|b| (false, b)),
+    ];
+    (
+        payload,
+        proptest::collection::vec(any::<usize>(), 0..4),
+        proptest::collection::vec(
+            proptest::option::weighted(0.3, proptest::collection::vec(any::<u8>(), 0..=125)),
+            4,
+        ),
+        proptest::collection::vec(any::<[u8; 4]>(), 5),
+    )
+        .prop_map(|((text, payload), cuts, pings, masks)| Fragmented {
+            text,
+            payload,
+            cuts,
+            pings,
+            masks,
+        })
+}
+
+impl Fragmented {
+    /// The frames, and what the server answers: a pong per ping, the echo at the end.
+    fn encode(&self) -> (Vec<u8>, Vec<RawFrame>) {
+        let mut cuts: Vec<usize> = self
+            .cuts
+            .iter()
+            .map(|c| c % (self.payload.len() + 1))
+            .collect();
+        cuts.sort();
+        cuts.dedup();
+        let mut bounds = vec![0];
+        bounds.extend(
+            cuts.into_iter()
+                .filter(|&c| c > 0 && c < self.payload.len()),
+        );
+        bounds.push(self.payload.len());
+        let parts: Vec<&[u8]> = bounds
+            .windows(2)
+            .map(|w| &self.payload[w[0]..w[1]])
+            .collect();
+        let mut bytes = Vec::new();
+        let mut expected = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let opcode = match (i, self.text) {
+                (0, true) => 1,
+                (0, false) => 2,
+                _ => 0,
+            };
+            bytes.extend(frame(last, opcode, self.masks[i % 5], part));
+            if let (false, Some(Some(ping))) = (last, self.pings.get(i)) {
+                // A control frame between fragments (RFC 6455 5.4).
+                bytes.extend(frame(true, 9, self.masks[(i + 1) % 5], ping));
+                expected.push(RawFrame {
+                    fin: true,
+                    opcode: 10,
+                    payload: ping.clone(),
+                });
+            }
+        }
+        expected.push(RawFrame {
+            fin: true,
+            opcode: if self.text { 1 } else { 2 },
+            payload: self.payload.clone(),
+        });
+        (bytes, expected)
+    }
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn valid_messages_come_back_whole_and_in_order_however_fragmented_and_split(
+        messages in proptest::collection::vec(fragmented(), 1..5),
+        pieces in proptest::collection::vec(any::<usize>(), 0..4),
+    ) {
+        let (runtime, addr) = server();
+        let mut bytes = Vec::new();
+        let mut expected = Vec::new();
+        for message in &messages {
+            let (frames, answers) = message.encode();
+            bytes.extend(frames);
+            expected.extend(answers);
+        }
+        bytes.extend(frame(true, 8, [9, 8, 7, 6], &1000u16.to_be_bytes()));
+        expected.push(RawFrame { fin: true, opcode: 8, payload: 1000u16.to_be_bytes().to_vec() });
+        let received = runtime.block_on(async {
+            let mut ws = RawWs::connect(*addr, "/").await;
+            send_in_pieces(&mut ws, &bytes, &pieces, false).await;
+            read_to_end(&mut ws).await
+        });
+        prop_assert_eq!(received, expected);
+    }
+}
