@@ -53,7 +53,7 @@ step setup setup
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
-step test cargo test --workspace --all-features
+step test cargo test --workspace --all-features --no-fail-fast
 step autobahn scripts/autobahn-server.sh
 step autobahn-client scripts/autobahn-client.sh
 step browser scripts/browser-test.sh

@@ -99,13 +99,17 @@ async fn vanished_clients_are_found_within_the_keepalive_deadline_and_leave_noth
         raw.insert(id, RawWs::connect(server.addr, &path).await);
     }
     let total = 5 + 3 * EACH + NOT_READING;
+    // A socket registers for shutdown at its upgrade, and takes its name in `init`,
+    // a moment later: wait for both.
     eventually(
-        "every socket registered",
+        "every socket registered and named",
         Duration::from_secs(10),
-        || async { (server.shutdown.connections() == total).then_some(()) },
+        || async {
+            let named = hub.stats().names == total;
+            (server.shutdown.connections() == total && named).then_some(())
+        },
     )
     .await;
-    assert_eq!(hub.stats().names, total);
 
     // They vanish, all at once; the silent ones simply stop (their last word was the
     // handshake, just now).
