@@ -280,11 +280,11 @@ impl<S: Io> Engine<S> {
                 }
             }
         }
-        // Between messages, a connection that can wait for data without a buffer gives
-        // its buffer back; others keep an ordinary one.
+        // A buffer that grew for a large message goes back at once; an ordinary one stays
+        // while the connection is busy and goes back when it falls quiet (`on_timer`).
         if self.rbuf.is_empty()
             && !self.decoder.is_mid_message()
-            && (S::READS_ON_READINESS || self.rbuf.capacity() > KEEP_CAPACITY)
+            && self.rbuf.capacity() > KEEP_CAPACITY
         {
             self.rbuf = BytesMut::new();
         }
@@ -293,6 +293,7 @@ impl<S: Io> Engine<S> {
 
     fn on_timer(&mut self, conn: &mut Conn) -> Option<Ending> {
         let now = Instant::now();
+        self.release_idle_buffers(conn);
         if self.close_deadline.is_some_and(|d| now >= d) {
             return Some(Ending::Drop);
         }
@@ -322,6 +323,21 @@ impl<S: Io> Engine<S> {
         }
         self.note_closing(conn);
         None
+    }
+
+    /// Gives back the read and write buffers and the queue's room of a connection that has
+    /// gone quiet (the
+    /// timer fires after a keep-alive interval of silence), so an idle connection holds
+    /// neither; a busy one keeps them and pays no allocation per message. A plain TCP
+    /// connection that never sent anything never took a read buffer at all.
+    fn release_idle_buffers(&mut self, conn: &mut Conn) {
+        if S::READS_ON_READINESS && self.rbuf.is_empty() && !self.decoder.is_mid_message() {
+            self.rbuf = BytesMut::new();
+        }
+        if conn.out().is_empty() {
+            *conn.out() = BytesMut::new();
+        }
+        self.queue.release_if_empty();
     }
 
     /// Arms the close timeout the first time the connection is seen closing.
@@ -397,10 +413,6 @@ impl<S: Io> Engine<S> {
                     None => break,
                 }
             }
-            if queued.is_empty() && queued.capacity() > 0 {
-                // Idle connections hold no queue allocation.
-                *queued = std::collections::VecDeque::new();
-            }
         }
         if let Poll::Ready(Err(e)) = self.poll_write_out(cx, conn.out()) {
             return Poll::Ready(Event::Failed(e));
@@ -442,8 +454,7 @@ impl<S: Io> Engine<S> {
             tracing::debug!(target: "estuary::frames", bytes = n, "wrote");
             self.unflushed = true;
         }
-        if out.capacity() > 0 {
-            // Everything is written: an idle connection holds no write buffer.
+        if out.capacity() > KEEP_CAPACITY {
             *out = BytesMut::new();
         }
         if self.unflushed {

@@ -49,6 +49,14 @@ impl QueueState {
         self.doomed.load(Ordering::Relaxed)
     }
 
+    /// Gives back the queue's room, if it is empty (for a connection gone quiet).
+    pub(crate) fn release_if_empty(&self) {
+        let mut items = self.lock();
+        if items.is_empty() && items.capacity() > 0 {
+            *items = VecDeque::new();
+        }
+    }
+
     /// The engine took `len` bytes off the queue.
     pub(crate) fn dequeued(&self, len: usize) {
         self.queued.fetch_sub(len, Ordering::Relaxed);
