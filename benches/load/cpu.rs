@@ -41,6 +41,10 @@ pub struct CpuUse {
     pub server: f64,
     /// The load client's CPU time.
     pub client: f64,
+    /// The server process's CPU time, as a duration.
+    pub server_time: Duration,
+    /// The load client's CPU time, as a duration.
+    pub client_time: Duration,
     /// The server's core, whoever used it.
     pub server_core: f64,
     /// The client's core, whoever used it.
@@ -69,6 +73,8 @@ impl CpuMeter {
         Ok(CpuUse {
             server: 100.0 * server.as_secs_f64() / elapsed,
             client: 100.0 * client.as_secs_f64() / elapsed,
+            server_time: server,
+            client_time: client,
             server_core: core(SERVER_CPU),
             client_core: core(CLIENT_CPU),
         })
@@ -243,3 +249,22 @@ const QUIET_PERCENT: f64 = 5.0;
 
 /// How long a server's CPU use is watched to tell whether it is quiet.
 const QUIET_WINDOW: Duration = Duration::from_millis(50);
+
+/// Waits, up to `limit`, until every core is less than `threshold` (0 to 1) busy over
+/// [`CORE_WINDOW`], and returns how busy they were last: on a shared machine, a measurement
+/// that starts while someone else builds is noise from its first second. Called between
+/// runs, when the servers under test are idle, so whatever keeps a core busy is other work.
+pub async fn wait_for_quiet_cores(threshold: f64, limit: Duration) -> anyhow::Result<Vec<f64>> {
+    let started = Instant::now();
+    loop {
+        let before = CoreTicks::now()?;
+        tokio::time::sleep(CORE_WINDOW).await;
+        let busy = CoreTicks::now()?.busy_since(&before);
+        if busy.iter().all(|&fraction| fraction < threshold) || started.elapsed() >= limit {
+            return Ok(busy);
+        }
+    }
+}
+
+/// How long the cores are watched to tell whether they are quiet.
+const CORE_WINDOW: Duration = Duration::from_millis(500);

@@ -280,6 +280,7 @@ async fn measure(
 ) {
     let mut attempt = 1;
     let outcome = loop {
+        wait_for_quiet_cores(settings).await;
         let outcome = match prepare(server, scenario) {
             Ok(()) => scenario.run(&server.target(), settings).await,
             Err(error) => Err(error),
@@ -309,7 +310,7 @@ async fn measure(
                     measurement.metric.label,
                     measurement.metric.format(measurement.value)
                 );
-                report.record(server.kind(), measurement, noisy);
+                report.record(round, server.kind(), measurement, noisy);
             }
             for warning in outcome.warnings {
                 eprintln!("    !! {warning}");
@@ -324,6 +325,34 @@ async fn measure(
             );
             report.record_failure(round, scenario, server.kind(), &error);
         }
+    }
+}
+
+/// Waits up to `settings.quiet_wait` for other work to leave the cores, saying so when it
+/// has to wait, and loudly when it gave up.
+async fn wait_for_quiet_cores(settings: &Settings) {
+    if settings.quiet_wait.is_zero() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match cpu::wait_for_quiet_cores(BUSY_BEFORE_RUN, settings.quiet_wait).await {
+        Ok(busy) => {
+            let waited = started.elapsed();
+            let percents: Vec<String> = busy
+                .iter()
+                .enumerate()
+                .map(|(cpu, fraction)| format!("CPU {cpu} {:.0}%", fraction * 100.0))
+                .collect();
+            if busy.iter().any(|&fraction| fraction >= BUSY_BEFORE_RUN) {
+                eprintln!(
+                    "    !! other work still busy after {waited:.0?} ({}); measuring anyway",
+                    percents.join(", ")
+                );
+            } else if waited > Duration::from_secs(2) {
+                eprintln!("    waited {waited:.0?} for other work to leave the cores");
+            }
+        }
+        Err(error) => eprintln!("    !! could not tell how busy the cores are: {error:#}"),
     }
 }
 

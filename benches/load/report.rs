@@ -34,6 +34,8 @@ pub struct Report {
 /// One round's value of a metric.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
+    /// The round it was measured in, counted from 0.
+    round: usize,
     value: f64,
     /// Measured while other work used the cores: a median leaves it out if it can.
     noisy: bool,
@@ -121,13 +123,20 @@ impl Report {
         }
     }
 
-    /// Adds one round's value of a metric for `server`; `noisy` if other work used the
+    /// Adds `round`'s value of a metric for `server`; `noisy` if other work used the
     /// cores meanwhile.
-    pub fn record(&mut self, server: ServerKind, measurement: Measurement, noisy: bool) {
+    pub fn record(
+        &mut self,
+        round: usize,
+        server: ServerKind,
+        measurement: Measurement,
+        noisy: bool,
+    ) {
         self.samples
             .entry((measurement.metric.key, server))
             .or_default()
             .push(Sample {
+                round,
                 value: measurement.value,
                 noisy,
             });
@@ -188,11 +197,11 @@ impl Report {
     /// The medians table: a row per metric, a column per server, each cell the median over
     /// rounds (over the clean ones, if any; `noisy` if none was; `[k/n]` when it is over k
     /// of n rounds) and, where more or less is better, the ratio to the row's reference
-    /// (raw fastwebsockets unless the row names another). `–`: the scenario has nothing to
-    /// measure on that server.
+    /// (raw fastwebsockets unless the row names another; see [`Report::ratio`]). `–`: the
+    /// scenario has nothing to measure on that server.
     pub fn table(&self) -> String {
         let mut header = vec![format!(
-            "median of {} round(s) (ratio to {})",
+            "median of {} round(s) (median ratio to {})",
             self.settings.rounds,
             REFERENCE.name()
         )];
@@ -258,16 +267,40 @@ impl Report {
         Summary::of(self.samples.get(&(metric.key, server))?)
     }
 
-    /// `server`'s median over the reference's, for metrics where that means something and
-    /// medians taken alike: a clean one over a noisy one would compare the noise.
+    /// `server`'s value over the reference's, for metrics where that means something: the
+    /// median over rounds of the two measured in the same round, clean ones if any round has
+    /// both clean, else noisy ones if neither server has a clean one (a clean value over a
+    /// noisy one would compare the noise).
+    ///
+    /// Pairing by round matters on a shared machine: within a round a scenario runs the
+    /// servers back to back, while from one round to the next the machine's speed drifts by
+    /// more than the differences measured.
     fn ratio(&self, metric: &Metric, server: ServerKind) -> Option<f64> {
         if metric.better == Better::Neither {
             return None;
         }
-        let reference = self.summary(metric, metric.reference)?;
-        let value = self.summary(metric, server)?;
-        (reference.median > 0.0 && reference.noisy == value.noisy)
-            .then(|| value.median / reference.median)
+        let reference = self.samples.get(&(metric.key, metric.reference))?;
+        let value = self.samples.get(&(metric.key, server))?;
+        let ratios = |noisy: bool| -> Vec<f64> {
+            value
+                .iter()
+                .filter_map(|sample| {
+                    let paired = reference.iter().find(|r| r.round == sample.round)?;
+                    (sample.noisy == noisy && paired.noisy == noisy && paired.value > 0.0)
+                        .then(|| sample.value / paired.value)
+                })
+                .collect()
+        };
+        let clean = ratios(false);
+        if !clean.is_empty() {
+            return median(&clean);
+        }
+        let both_noisy = Summary::of(reference)?.noisy && Summary::of(value)?.noisy;
+        if both_noisy {
+            median(&ratios(true))
+        } else {
+            None
+        }
     }
 
     /// Every metric of the scenarios run, in table order, with its scenario.
@@ -338,6 +371,7 @@ impl Report {
             "settings": {
                 "rounds": settings.rounds,
                 "attempts": settings.attempts,
+                "quiet_wait_s": settings.quiet_wait.as_secs_f64(),
                 "server_cpu": cpu::SERVER_CPU,
                 "client_cpu": cpu::CLIENT_CPU,
                 "cpu_busy_before_run": self.busy_before_run,

@@ -111,8 +111,36 @@ const CLIENT_CPU: Metric = Metric {
     reference: ServerKind::EstuaryBare,
 };
 
+/// The server process's CPU time per handshake, in microseconds: what the stack costs,
+/// whether or not the client kept the server busy (on two cores, the client's work per
+/// handshake is about the server's, so both run near 100%).
+const SERVER_CPU_PER_HANDSHAKE: Metric = Metric {
+    key: "handshake_server_cpu_us",
+    label: "handshake server CPU µs",
+    better: Better::Lower,
+    decimals: 0,
+    in_table: true,
+    reference: ServerKind::EstuaryBare,
+};
+
+/// The load client's CPU time per handshake, in microseconds.
+const CLIENT_CPU_PER_HANDSHAKE: Metric = Metric {
+    key: "handshake_client_cpu_us",
+    label: "handshake client CPU µs",
+    better: Better::Neither,
+    decimals: 0,
+    in_table: false,
+    reference: ServerKind::EstuaryBare,
+};
+
 /// Every metric of the scenario, in table order.
-pub const METRICS: &[&Metric] = &[&RATE, &SERVER_CPU, &CLIENT_CPU];
+pub const METRICS: &[&Metric] = &[
+    &RATE,
+    &SERVER_CPU,
+    &CLIENT_CPU,
+    &SERVER_CPU_PER_HANDSHAKE,
+    &CLIENT_CPU_PER_HANDSHAKE,
+];
 
 /// A warm-up batch, then the measured ones: the median rate, and the CPU both sides used.
 pub async fn run(target: &Target, settings: &HandshakeSettings) -> anyhow::Result<Outcome> {
@@ -149,6 +177,7 @@ pub async fn run(target: &Target, settings: &HandshakeSettings) -> anyhow::Resul
         rates.push(rate);
     }
     let cpu_use = meter.stop()?;
+    let handshakes = (settings.batch * settings.batches) as f64;
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     Ok(Outcome {
@@ -164,6 +193,14 @@ pub async fn run(target: &Target, settings: &HandshakeSettings) -> anyhow::Resul
             Measurement {
                 metric: &CLIENT_CPU,
                 value: cpu_use.client,
+            },
+            Measurement {
+                metric: &SERVER_CPU_PER_HANDSHAKE,
+                value: cpu_use.server_time.as_secs_f64() * 1e6 / handshakes,
+            },
+            Measurement {
+                metric: &CLIENT_CPU_PER_HANDSHAKE,
+                value: cpu_use.client_time.as_secs_f64() * 1e6 / handshakes,
             },
         ],
         warnings: cpu_use.contention().into_iter().collect(),

@@ -36,6 +36,8 @@ pub struct Settings {
     /// Runs of one scenario against one server in a round, when the first ones shared
     /// their cores with other work.
     pub attempts: usize,
+    /// How long to wait, before each run, for other work to leave the cores.
+    pub quiet_wait: Duration,
     pub echo: EchoSettings,
     pub ping_pong: PingPongSettings,
     pub idle: IdleSettings,
@@ -51,7 +53,8 @@ impl Settings {
         ensure!(rounds > 0, "--rounds must be at least 1");
         Ok(Self {
             rounds,
-            attempts: 2,
+            attempts: 3,
+            quiet_wait: Duration::from_secs(30),
             echo: EchoSettings::new(quick),
             ping_pong: PingPongSettings::new(quick),
             idle: IdleSettings::new(quick),
@@ -65,6 +68,7 @@ impl Settings {
         Self {
             rounds: 1,
             attempts: 1,
+            quiet_wait: Duration::ZERO,
             echo: EchoSettings::smoke(),
             ping_pong: PingPongSettings::smoke(),
             idle: IdleSettings::smoke(),
