@@ -356,9 +356,16 @@ async fn wait_for_quiet_cores(settings: &Settings) {
     }
 }
 
-/// Checks that `server` is still running, and restarts it when `scenario` wants a fresh one.
+/// Restarts `server` when `scenario` wants a fresh one, or when it has exited: then the
+/// run fails, saying how the server ended, and the next run has a server again.
 fn prepare(server: &mut ServerProcess, scenario: Scenario) -> anyhow::Result<()> {
-    server.check_alive()?;
+    if let Err(exited) = server.check_alive() {
+        eprintln!("    !! {exited:#}; starting it again for the next run");
+        server
+            .restart()
+            .with_context(|| format!("starting {} again", server.kind().name()))?;
+        return Err(exited);
+    }
     if scenario.wants_fresh_server() {
         server.restart().with_context(|| {
             format!(
