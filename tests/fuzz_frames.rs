@@ -151,8 +151,10 @@ fn raw_frame() -> impl Strategy<Value = RawFrameSpec> {
 }
 
 /// Writes `bytes` in `pieces` writes a moment apart (so the server reads them in parts),
-/// then half-closes when `eof`.
-async fn send_in_pieces(ws: &mut RawWs, bytes: &[u8], pieces: &[usize], eof: bool) {
+/// then half-closes when `eof`. Returns false if the server closed its socket before it
+/// took them all: it does that once it has answered a Close frame, and bytes a client
+/// sends after its own Close meet a reset.
+async fn send_in_pieces(ws: &mut RawWs, bytes: &[u8], pieces: &[usize], eof: bool) -> bool {
     // Each piece leaves at once, rather than after the ACK of the one before.
     ws.stream.set_nodelay(true).unwrap();
     let mut cuts: Vec<usize> = pieces.iter().map(|p| p % (bytes.len() + 1)).collect();
@@ -160,14 +162,25 @@ async fn send_in_pieces(ws: &mut RawWs, bytes: &[u8], pieces: &[usize], eof: boo
     let mut at = 0;
     for cut in cuts.into_iter().chain([bytes.len()]) {
         if cut > at {
-            ws.stream.write_all(&bytes[at..cut]).await.unwrap();
+            if let Err(e) = ws.stream.write_all(&bytes[at..cut]).await {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ),
+                    "writing to the server: {e}"
+                );
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
             at = cut;
         }
     }
     if eof {
-        ws.stream.shutdown().await.unwrap();
+        // The server may have closed already, after a Close frame among the bytes.
+        let _ = ws.stream.shutdown().await;
     }
+    true
 }
 
 /// Every frame the server sends until it closes the socket.
@@ -191,11 +204,16 @@ proptest! {
         let (runtime, addr) = server();
         let mut bytes: Vec<u8> = frames.iter().flat_map(RawFrameSpec::encode).collect();
         bytes.extend_from_slice(&tail);
-        let received = runtime.block_on(async {
+        let (taken, received) = runtime.block_on(async {
             let mut ws = RawWs::connect(*addr, "/").await;
-            send_in_pieces(&mut ws, &bytes, &pieces, true).await;
-            read_to_end(&mut ws).await
+            let taken = send_in_pieces(&mut ws, &bytes, &pieces, true).await;
+            (taken, read_to_end(&mut ws).await)
         });
+        // The server stops reading only after it has said why, in a close frame.
+        prop_assert!(
+            taken || received.iter().any(|frame| frame.opcode == 8),
+            "the server closed without a close frame: {received:?}"
+        );
         let mut closed = false;
         for frame in &received {
             prop_assert!(!closed, "a frame after the close frame: {:?}", received);
@@ -321,7 +339,7 @@ proptest! {
         expected.push(RawFrame { fin: true, opcode: 8, payload: 1000u16.to_be_bytes().to_vec() });
         let received = runtime.block_on(async {
             let mut ws = RawWs::connect(*addr, "/").await;
-            send_in_pieces(&mut ws, &bytes, &pieces, false).await;
+            assert!(send_in_pieces(&mut ws, &bytes, &pieces, false).await);
             read_to_end(&mut ws).await
         });
         prop_assert_eq!(received, expected);

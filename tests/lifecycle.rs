@@ -105,6 +105,36 @@ async fn terminate_sees_the_clients_close_code() {
     server.stop().await;
 }
 
+/// RFC 6455, 7.1.1: once both Close frames are out, the server closes the TCP connection
+/// first. A client that keeps its socket open after the handshake does not keep the
+/// connection (and `terminate`) waiting for its close timeout.
+#[tokio::test]
+async fn after_the_close_handshake_the_server_closes_the_tcp_connection_first() {
+    let (reasons, mut rx) = mpsc::unbounded_channel();
+    let service = WebSocketService::new(Reporter { reasons }).with_config(
+        estuary::WebSocketConfig::default().with_close_timeout(Duration::from_secs(30)),
+    );
+    let server = serve(service).await;
+    let mut ws = RawWs::connect(server.addr, "/").await;
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    ws.send_frame(true, 0x8, &close).await;
+    assert_eq!(ws.read_close().await, (1000, String::new()));
+    // The client has not closed its side, yet the server's end of stream follows at once.
+    let ended = tokio::time::timeout(Duration::from_secs(2), ws.read_frame()).await;
+    assert_eq!(ended, Ok(None), "the server kept the TCP connection open");
+    let reason = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+    assert_eq!(
+        reason,
+        Ok(Some(CloseReason::Remote {
+            code: 1000,
+            reason: "bye".into()
+        }))
+    );
+    drop(ws);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn terminate_sees_a_protocol_error() {
     let (service, mut reasons) = reporter();

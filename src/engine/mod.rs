@@ -55,6 +55,12 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// an idle connection can hold none.
     const READS_ON_READINESS: bool = false;
 
+    /// Ends the sending side once everything is written: TLS sends its close_notify here.
+    /// A plain TCP socket does nothing, because the close that follows sends its FIN.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
+    }
+
     /// Reads into `buf`, with room for at least `want` bytes.
     fn poll_read_into(
         &mut self,
@@ -69,6 +75,10 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl Io for TcpStream {
     const READS_ON_READINESS: bool = true;
+
+    fn poll_finish(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 
     fn poll_read_into(
         &mut self,
@@ -101,7 +111,13 @@ enum Event {
 
 /// How the main loop ended.
 enum Ending {
-    /// The close handshake finished or failed: flush, half-close, and wait for the peer.
+    /// The peer's Close arrived, so the close handshake is done on its side: flush (our
+    /// Close, if it is not out yet) and close the TCP connection, which the server does
+    /// first (RFC 6455, 7.1.1).
+    Close(Duration),
+    /// The connection failed: flush, half-close, and wait a moment for the peer to close,
+    /// so that what it still sends does not turn our close into a reset that loses the
+    /// close frame.
     Linger(Duration),
     /// The socket is gone.
     Drop,
@@ -171,8 +187,10 @@ impl<S: Io> Engine<S> {
             .unwrap_or(CloseReason::ConnectionLost);
         conn.mark_closed(reason.clone());
         self.queue.close();
-        if let Ending::Linger(timeout) = ending {
-            Box::pin(self.linger(conn.out(), timeout)).await;
+        match ending {
+            Ending::Close(timeout) => Box::pin(self.finish(conn.out(), timeout)).await,
+            Ending::Linger(timeout) => Box::pin(self.linger(conn.out(), timeout)).await,
+            Ending::Drop => {}
         }
         self.traffic.messages_out += conn.take_sent();
         self.traffic.flush();
@@ -276,7 +294,7 @@ impl<S: Io> Engine<S> {
                         reason: close.map(|(_, r)| r.to_string()).unwrap_or_default(),
                     };
                     conn.answer_close(code, reason);
-                    return Some(Ending::Linger(self.config.close_timeout));
+                    return Some(Ending::Close(self.config.close_timeout));
                 }
             }
         }
@@ -462,6 +480,16 @@ impl<S: Io> Engine<S> {
             self.unflushed = false;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Sends what is left (the close frame) and ends the sending side; the socket closes
+    /// when the engine drops it.
+    async fn finish(&mut self, out: &mut BytesMut, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            poll_fn(|cx| self.poll_write_out(cx, out)).await?;
+            poll_fn(|cx| self.io.poll_finish(cx)).await
+        })
+        .await;
     }
 
     /// Sends what is left (the close frame), half-closes, and waits for the peer to close
