@@ -20,7 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
 pub use shutdown::Shutdown;
@@ -241,11 +241,92 @@ impl Server {
         // HTTP connections not (yet) upgraded: finished gracefully on shutdown.
         let http_conns = TaskTracker::new();
         let stop_http = CancellationToken::new();
+        let stop_accepting = CancellationToken::new();
+        // The accept loop is a task of its own, so it runs on a runtime worker: under
+        // `#[tokio::main]` the caller's future runs on the thread that called `block_on`,
+        // outside the workers, and every connection it spawned would have to be handed
+        // across threads. From a worker, a new connection starts on the same thread.
+        let acceptor = Acceptor {
+            listener,
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+            http_conns: http_conns.clone(),
+            stop_http: stop_http.clone(),
+            stop: stop_accepting.clone(),
+        };
+        let mut accepting = AbortOnDropHandle::new(tokio::spawn(acceptor.run(service)));
+        tokio::pin!(signal);
+        let accepted = tokio::select! {
+            () = &mut signal => {
+                stop_accepting.cancel();
+                (&mut accepting).await
+            }
+            ended = &mut accepting => ended,
+        };
+        if let Err(e) = accepted {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            return Err(io::Error::other("the accept loop was cancelled"));
+        }
+
+        tracing::info!("shutting down: no longer accepting connections");
+        shutdown.begin();
+        stop_http.cancel();
+        http_conns.close();
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            tokio::join!(http_conns.wait(), shutdown.wait());
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = shutdown.connections(),
+                "drain timeout passed with sockets still open"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Answers a connection over the pending-handshake limit with 503 and closes it.
+/// The accept loop and what it hands to each connection.
+struct Acceptor {
+    listener: TcpListener,
+    config: ServerBuilder,
+    shutdown: Shutdown,
+    http_conns: TaskTracker,
+    stop_http: CancellationToken,
+    /// Cancelled when the server stops accepting.
+    stop: CancellationToken,
+}
+
+impl Acceptor {
+    /// Accepts connections and serves HTTP on each until `stop` is cancelled; the listener
+    /// closes when it returns.
+    async fn run<S, B>(self, service: S)
+    where
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let Acceptor {
+            listener,
+            config,
+            shutdown,
+            http_conns,
+            stop_http,
+            stop,
+        } = self;
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_size.max(8192));
-        tokio::pin!(signal);
         let pending = Arc::new(Semaphore::new(config.max_pending_handshakes));
 
         loop {
@@ -255,11 +336,13 @@ impl Server {
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                            () = stop.cancelled() => break,
+                        }
                     }
                 },
-                () = &mut signal => break,
+                () = stop.cancelled() => break,
             };
             let _ = stream.set_nodelay(true);
             let Ok(permit) = pending.clone().try_acquire_owned() else {
@@ -304,27 +387,9 @@ impl Server {
                 serve_http(&http, stream, per_request, stop, peer).await;
             });
         }
-
-        drop(listener);
-        tracing::info!("shutting down: no longer accepting connections");
-        shutdown.begin();
-        stop_http.cancel();
-        http_conns.close();
-        let drained = tokio::time::timeout(config.drain_timeout, async {
-            tokio::join!(http_conns.wait(), shutdown.wait());
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                open = shutdown.connections(),
-                "drain timeout passed with sockets still open"
-            );
-        }
-        Ok(())
     }
 }
 
-/// Answers a connection over the pending-handshake limit with 503 and closes it.
 async fn refuse_busy(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
     use tokio::io::AsyncWriteExt;
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
