@@ -53,7 +53,7 @@ pub(crate) fn connection_closed(reason: &CloseReason) {
     #[cfg(feature = "metrics")]
     {
         metrics::gauge!("estuary_connections").decrement(1.0);
-        let code = reason.code().to_string();
+        let code = number_label(reason.code());
         metrics::counter!("estuary_closes_total", "code" => code, "reason" => reason_label(reason))
             .increment(1);
     }
@@ -66,9 +66,9 @@ pub(crate) fn handshake(status: http::StatusCode) {
     #[cfg(feature = "metrics")]
     {
         let outcome = if status == http::StatusCode::SWITCHING_PROTOCOLS {
-            "accepted".to_owned()
+            metrics::SharedString::const_str("accepted")
         } else {
-            status.as_u16().to_string()
+            number_label(status.as_u16())
         };
         metrics::counter!("estuary_handshakes_total", "outcome" => outcome).increment(1);
     }
@@ -90,6 +90,32 @@ pub(crate) fn handler_panicked() {
     metrics::counter!("estuary_handler_panics_total").increment(1);
 }
 
+/// A status or close code as a label value: the common ones without an allocation,
+/// since a label is built for every handshake and every close.
+#[cfg(feature = "metrics")]
+fn number_label(code: u16) -> metrics::SharedString {
+    let known = match code {
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        426 => "426",
+        429 => "429",
+        503 => "503",
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1011 => "1011",
+        _ => return metrics::SharedString::from_owned(code.to_string()),
+    };
+    metrics::SharedString::const_str(known)
+}
+
 #[cfg(feature = "metrics")]
 fn reason_label(reason: &CloseReason) -> &'static str {
     match reason {
@@ -104,5 +130,15 @@ fn reason_label(reason: &CloseReason) -> &'static str {
         CloseReason::Shutdown => "shutdown",
         CloseReason::HandlerPanic => "panic",
         CloseReason::ConnectionLost => "lost",
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    #[test]
+    fn every_code_is_labelled_with_its_decimal_form() {
+        for code in 0..=u16::MAX {
+            assert_eq!(&*super::number_label(code), code.to_string(), "code {code}");
+        }
     }
 }

@@ -197,13 +197,36 @@ fn owned_uri(uri: Uri) -> Uri {
 }
 
 fn random_id() -> Arc<str> {
-    let bits: u128 = rand::random();
-    Arc::from(format!("{bits:032x}"))
+    hex_id(rand::random())
+}
+
+/// `bits` as 32 lowercase hex digits, in one allocation.
+fn hex_id(bits: u128) -> Arc<str> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = HEX[(bits >> (124 - 4 * i) & 0xf) as usize];
+    }
+    Arc::from(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_the_bits_in_hex() {
+        for bits in [
+            0,
+            1,
+            0xdead_beef,
+            u128::MAX,
+            1 << 127,
+            0x0123_4567_89ab_cdef << 64,
+        ] {
+            assert_eq!(&*hex_id(bits), format!("{bits:032x}"));
+        }
+    }
 
     #[test]
     fn anonymous_sessions_get_distinct_128_bit_ids() {
@@ -220,6 +243,10 @@ mod tests {
             None,
         );
         assert_eq!(a.id().len(), 32);
+        assert!(a
+            .id()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_ne!(a.id(), b.id());
         assert_ne!(a.user_id(), b.user_id());
     }

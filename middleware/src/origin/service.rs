@@ -25,8 +25,16 @@ const ECHO_LIMIT: usize = 100;
 /// ```
 #[derive(Debug, Clone)]
 pub struct OriginLayer {
-    allowed: Arc<HashSet<SiteOrigin>>,
+    allowed: Arc<Allowed>,
     strict: bool,
+}
+
+/// The allow-list, reduced and also serialized the way browsers send an origin, so that
+/// the usual request matches one string without being parsed.
+#[derive(Debug)]
+struct Allowed {
+    sites: HashSet<SiteOrigin>,
+    serialized: HashSet<String>,
 }
 
 impl OriginLayer {
@@ -49,7 +57,7 @@ impl OriginLayer {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let allowed = origins
+        let sites: HashSet<SiteOrigin> = origins
             .into_iter()
             .map(|origin| {
                 let origin = origin.as_ref();
@@ -60,8 +68,9 @@ impl OriginLayer {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let serialized = sites.iter().map(SiteOrigin::serialize).collect();
         Ok(Self {
-            allowed: Arc::new(allowed),
+            allowed: Arc::new(Allowed { sites, serialized }),
             strict: false,
         })
     }
@@ -92,7 +101,7 @@ impl<S> Layer<S> for OriginLayer {
 #[derive(Debug, Clone)]
 pub struct CheckOrigin<S> {
     inner: S,
-    allowed: Arc<HashSet<SiteOrigin>>,
+    allowed: Arc<Allowed>,
     strict: bool,
 }
 
@@ -106,11 +115,10 @@ impl<S> CheckOrigin<S> {
         if values.next().is_some() {
             return Some("more than one Origin header".to_owned());
         }
-        let allowed = value
-            .to_str()
-            .ok()
-            .and_then(SiteOrigin::parse)
-            .is_some_and(|origin| self.allowed.contains(&origin));
+        let allowed = value.to_str().is_ok_and(|text| {
+            self.allowed.serialized.contains(text)
+                || SiteOrigin::parse(text).is_some_and(|site| self.allowed.sites.contains(&site))
+        });
         if allowed {
             return None;
         }
@@ -202,6 +210,15 @@ impl SiteOrigin {
             port,
         })
     }
+
+    /// The origin as a browser sends it (RFC 6454, 6.2): `scheme://host`, and `:port`
+    /// unless it is the scheme's default.
+    fn serialize(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}://{}:{port}", self.scheme, self.host),
+            None => format!("{}://{}", self.scheme, self.host),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +274,34 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (status, _) = status_for(layer, Some("http://localhost:80")).await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn allowed_origins_are_serialized_as_browsers_send_them() {
+        let layer = allowing(&[
+            "HTTPS://App.Example.com:443/",
+            "http://localhost:8080",
+            "http://[::1]:80",
+        ]);
+        let mut serialized: Vec<_> = layer.allowed.serialized.iter().cloned().collect();
+        serialized.sort();
+        assert_eq!(
+            serialized,
+            [
+                "http://[::1]",
+                "http://localhost:8080",
+                "https://app.example.com"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn ipv6_origin_matches() {
+        let layer = allowing(&["http://[::1]:8080"]);
+        let (status, _) = status_for(layer.clone(), Some("http://[::1]:8080")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = status_for(layer, Some("http://[::1]:8081")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]
@@ -338,7 +383,7 @@ mod tests {
             "wss://chat.example/",
             "http://127.0.0.1:3000",
         ]);
-        assert_eq!(layer.allowed.len(), 3);
+        assert_eq!(layer.allowed.sites.len(), 3);
     }
 
     #[test]
