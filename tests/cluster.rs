@@ -196,3 +196,73 @@ async fn a_redis_restart_loses_no_local_delivery_and_cross_node_delivery_resumes
     node_a.stop().await;
     node_b.stop().await;
 }
+
+/// What a node finds in Redis about the others: a member of a node whose heartbeat expired
+/// is dropped from the listing and from Redis; a member of a live node stays, also one
+/// whose node comes back and announces it again.
+#[tokio::test]
+async fn members_of_a_silent_node_are_forgotten_and_a_live_nodes_are_kept() {
+    let redis = RedisServer::start();
+    let hub = Hub::with_redis(&redis.url()).await.unwrap();
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (silent, live) = (format!("{:032x}", 1u128), format!("{:032x}", 2u128));
+    let key = "estuary:presence:lobby";
+    let set = |field: &'static str, value: String| {
+        redis::cmd("HSET").arg(key).arg(field).arg(value).clone()
+    };
+    let () = set("ghost", format!("{silent}|casper"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let () = set("garbage", "no node here".into())
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let () = set("s-2", format!("{live}|lena"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(format!("estuary:node:{live}"))
+        .arg(1)
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let users = |members: Vec<estuary::Member>| -> Vec<String> {
+        members.into_iter().map(|m| m.user_id).collect()
+    };
+    assert_eq!(
+        users(hub.members_everywhere("lobby").await.unwrap()),
+        ["lena"]
+    );
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(fields, ["s-2"], "stale entries are deleted from redis");
+
+    // The silent node comes back: heartbeat first, then its member again.
+    let () = redis::cmd("SET")
+        .arg(format!("estuary:node:{silent}"))
+        .arg(1)
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let () = set("ghost", format!("{silent}|casper"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut listed = users(hub.members_everywhere("lobby").await.unwrap());
+    listed.sort();
+    assert_eq!(listed, ["casper", "lena"]);
+}

@@ -27,6 +27,15 @@ use crate::engine::Prepared;
 use crate::handler::{Message, Utf8Bytes};
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Deletes a presence entry (KEYS[1], field ARGV[1]) if it still holds ARGV[2] and its
+/// node's heartbeat key (KEYS[2], when given) is still absent; atomic, so that it never
+/// removes what a node that came back has announced again.
+const FORGET_STALE_MEMBER: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"#;
 const HEARTBEAT_TTL_SECS: u64 = 6;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const WIRE_VERSION: u8 = 1;
@@ -94,6 +103,12 @@ impl Hub {
             .map_err(context(format!("connecting to {url}")))?;
         let node: u128 = rand::random();
         let prefix = prefix.to_owned();
+        // The heartbeat exists before any member is announced (see `beat`).
+        let () = publisher
+            .clone()
+            .set_ex(Backplane::node_key(&prefix, node), 1, HEARTBEAT_TTL_SECS)
+            .await
+            .map_err(context(format!("registering this node on {url}")))?;
         // Subscribed before we return: a delivery sent once this hub exists reaches it.
         let pubsub = subscribe(&client, &Backplane::deliveries_channel(&prefix))
             .await
@@ -145,7 +160,7 @@ impl Hub {
         let mut stale = Vec::new();
         for (session_id, value) in entries {
             let Some((node, user_id)) = value.split_once('|') else {
-                stale.push(session_id);
+                stale.push((session_id, value, None));
                 continue;
             };
             if node == own {
@@ -153,15 +168,18 @@ impl Hub {
                 // not behind the publisher's queue.
                 continue;
             }
+            let node_key = u128::from_str_radix(node, 16)
+                .ok()
+                .map(|id| Backplane::node_key(&backplane.prefix, id));
             let live = match alive.get(node) {
                 Some(&live) => live,
                 None => {
-                    let live = match u128::from_str_radix(node, 16) {
-                        Ok(id) => redis
-                            .exists(Backplane::node_key(&backplane.prefix, id))
+                    let live = match &node_key {
+                        Some(node_key) => redis
+                            .exists(node_key)
                             .await
                             .map_err(context("checking node heartbeats"))?,
-                        Err(_) => false,
+                        None => false,
                     };
                     alive.insert(node.to_owned(), live);
                     live
@@ -173,11 +191,25 @@ impl Hub {
                     user_id: user_id.to_owned(),
                 });
             } else {
-                stale.push(session_id);
+                stale.push((session_id, value.clone(), node_key));
             }
         }
-        if !stale.is_empty() {
-            let _: Result<(), _> = redis.hdel(&key, stale).await;
+        for (session_id, value, node_key) in stale {
+            // Only if the entry is still the one read and its node is still silent: the
+            // node may have come back and announced it again since.
+            let mut forget = redis::cmd("EVAL");
+            forget
+                .arg(FORGET_STALE_MEMBER)
+                .arg(if node_key.is_some() { 2 } else { 1 })
+                .arg(&key);
+            if let Some(node_key) = node_key {
+                forget.arg(node_key);
+            }
+            let _: Result<i64, _> = forget
+                .arg(session_id)
+                .arg(value)
+                .query_async(&mut redis)
+                .await;
         }
         members.extend(self.members(channel));
         members.sort();
@@ -210,6 +242,7 @@ async fn publish_loop(
     let channel = Backplane::deliveries_channel(&prefix);
     let node_key = Backplane::node_key(&prefix, node);
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut unannounced = false;
     loop {
         tokio::select! {
             command = rx.recv() => {
@@ -234,7 +267,7 @@ async fn publish_loop(
             }
             _ = heartbeat.tick() => {
                 let Some(inner) = hub.upgrade() else { break };
-                if let Err(e) = beat(&mut redis, &Hub { inner }, node, &prefix).await {
+                if let Err(e) = beat(&mut redis, &Hub { inner }, node, &prefix, &mut unannounced).await {
                     tracing::warn!(error = %e, "redis heartbeat failed");
                 }
             }
@@ -245,15 +278,21 @@ async fn publish_loop(
 
 /// Refreshes the node's heartbeat; if it had expired or vanished, re-announces every
 /// local channel membership first.
+/// `unannounced` carries an announcement that failed over to the next beat.
 async fn beat(
     redis: &mut ConnectionManager,
     hub: &Hub,
     node: u128,
     prefix: &str,
+    unannounced: &mut bool,
 ) -> redis::RedisResult<()> {
     let node_key = Backplane::node_key(prefix, node);
     let alive: bool = redis.exists(&node_key).await?;
-    if !alive {
+    // The heartbeat goes first: a member announced below is never seen without it, and so
+    // never taken for a silent node's and forgotten.
+    let () = redis.set_ex(&node_key, 1, HEARTBEAT_TTL_SECS).await?;
+    *unannounced |= !alive;
+    if *unannounced {
         let memberships = hub.read().memberships();
         if !memberships.is_empty() {
             tracing::info!(
@@ -271,8 +310,9 @@ async fn beat(
                 )
                 .await?;
         }
+        *unannounced = false;
     }
-    redis.set_ex(&node_key, 1, HEARTBEAT_TTL_SECS).await
+    Ok(())
 }
 
 /// Receives other nodes' deliveries on `pubsub`, then on a new subscription each time
