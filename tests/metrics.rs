@@ -21,8 +21,20 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn connections_handshakes_messages_and_closes_are_counted() {
     let prometheus = PrometheusBuilder::new().install_recorder().unwrap();
+    // Echoes, except "push": two messages sent from another task after the traffic before them was reported, through
+    // the connection's queue.
     let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
-        let _ = conn.send(msg);
+        if msg.as_text() == Some("push") {
+            let handle = conn.handle();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                for text in ["pushed 1", "pushed 2"] {
+                    handle.send(text).unwrap();
+                }
+            });
+        } else {
+            let _ = conn.send(msg);
+        }
     }));
     let server = serve(echo).await;
 
@@ -34,7 +46,23 @@ async fn connections_handshakes_messages_and_closes_are_counted() {
         client.send(WsMessage::text(text)).await.unwrap();
         within("echo", client.next()).await.unwrap().unwrap();
     }
-    let scrape = prometheus.render();
+    client.send(WsMessage::text("push")).await.unwrap();
+    for _ in 0..2 {
+        within("pushed", client.next()).await.unwrap().unwrap();
+    }
+    // A connection that stays open reports its traffic too, within a moment.
+    let scrape = within("the open connection's traffic is counted", async {
+        loop {
+            let scrape = prometheus.render();
+            if sample(&scrape, "estuary_messages_received_total") == Some(4.0)
+                && sample(&scrape, "estuary_messages_sent_total") == Some(5.0)
+            {
+                return scrape;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     assert_eq!(
         sample(&scrape, "estuary_connections"),
         Some(1.0),
@@ -56,8 +84,8 @@ async fn connections_handshakes_messages_and_closes_are_counted() {
     let expect = [
         ("estuary_handshakes_total{outcome=\"accepted\"}", 1.0),
         ("estuary_handshakes_total{outcome=\"426\"}", 1.0),
-        ("estuary_messages_received_total", 3.0),
-        ("estuary_messages_sent_total", 3.0),
+        ("estuary_messages_received_total", 4.0),
+        ("estuary_messages_sent_total", 5.0),
         ("estuary_closes_total{code=\"1005\",reason=\"remote\"}", 1.0),
     ];
     for (series, value) in expect {
@@ -69,7 +97,7 @@ async fn connections_handshakes_messages_and_closes_are_counted() {
     }
     let bytes_in = sample(&scrape, "estuary_bytes_received_total").unwrap();
     assert!(
-        bytes_in >= 3.0 * 6.0 + 3.0,
+        bytes_in >= 4.0 * 6.0 + 3.0 + 4.0,
         "at least the masked frames: {bytes_in}"
     );
     server.stop().await;

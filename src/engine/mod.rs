@@ -164,7 +164,7 @@ impl<S: Io> Engine<S> {
             rate_window: (now, 0),
             close_deadline: None,
             unflushed: false,
-            traffic: Traffic::default(),
+            traffic: Traffic::new(now),
         }
     }
 
@@ -193,7 +193,7 @@ impl<S: Io> Engine<S> {
             Ending::Drop => {}
         }
         self.traffic.messages_out += conn.take_sent();
-        self.traffic.flush();
+        self.traffic.flush(Instant::now());
         metrics::connection_closed(&reason);
         tracing::debug!(%reason, "websocket closed");
         if Box::pin(guarded(|| handler.terminate(&mut conn, reason)))
@@ -245,7 +245,7 @@ impl<S: Io> Engine<S> {
             }
             self.note_closing(conn);
             self.traffic.messages_out += conn.take_sent();
-            self.traffic.flush();
+            self.traffic.report_if_due(Instant::now());
             let next = self.next_deadline(conn);
             if next < sleep.deadline() {
                 sleep.as_mut().reset(next);
@@ -311,7 +311,11 @@ impl<S: Io> Engine<S> {
 
     fn on_timer(&mut self, conn: &mut Conn) -> Option<Ending> {
         let now = Instant::now();
-        self.release_idle_buffers(conn);
+        // A timer that only brought the traffic report due says nothing about the
+        // connection being quiet: its buffers stay.
+        if !self.traffic.report_if_due(now) || now >= self.timer_deadline(conn) {
+            self.release_idle_buffers(conn);
+        }
         if self.close_deadline.is_some_and(|d| now >= d) {
             return Some(Ending::Drop);
         }
@@ -380,8 +384,18 @@ impl<S: Io> Engine<S> {
         *count > rate.capacity
     }
 
-    /// The earliest moment a timer may need attention.
+    /// The earliest moment a timer, or the traffic report, may need attention.
     fn next_deadline(&self, conn: &Conn) -> Instant {
+        let timer = self.timer_deadline(conn);
+        match self.traffic.due() {
+            Some(due) if due < timer && !conn.is_closing() => due,
+            _ => timer,
+        }
+    }
+
+    /// The earliest moment a connection timer (keep-alive, idle, age, close) may need
+    /// attention.
+    fn timer_deadline(&self, conn: &Conn) -> Instant {
         let far = self.opened + Duration::from_secs(86_400 * 365);
         if let Some(deadline) = self.close_deadline {
             return deadline;
@@ -410,7 +424,7 @@ impl<S: Io> Engine<S> {
         &mut self,
         cx: &mut Context<'_>,
         conn: &mut Conn,
-        sleep: Pin<&mut Sleep>,
+        mut sleep: Pin<&mut Sleep>,
     ) -> Poll<Event> {
         if !conn.is_closing() {
             // Checked even while too much is unsent to drain the queue: a peer that stopped
@@ -429,6 +443,14 @@ impl<S: Io> Engine<S> {
                     }
                     Some(other) => return Poll::Ready(Event::Queued(other)),
                     None => break,
+                }
+            }
+            drop(queued);
+            // Frames from the queue are counted here, with no event of their own: the
+            // timer brings their report.
+            if let Some(due) = self.traffic.due() {
+                if due < sleep.deadline() {
+                    sleep.as_mut().reset(due);
                 }
             }
         }
