@@ -12,7 +12,7 @@
 //! | `estuary_handler_panics_total` | counter | |
 //!
 //! Message and byte counts are kept per connection and added to these counters at most
-//! every 100 ms while it is busy (at once after a quiet spell, and when it closes), so a
+//! every second while it is busy (at once after a quiet spell, and when it closes), so a
 //! scrape lags a busy connection by at most that much.
 
 use std::time::Duration;
@@ -24,7 +24,7 @@ use crate::engine::CloseReason;
 /// How stale the traffic counters may get while a connection is busy: it adds its counts
 /// at most this often, rather than after every read (with the Prometheus recorder, four
 /// counter lookups per read were 7% of the server's CPU in ping-pong).
-const REPORT_EVERY: Duration = Duration::from_millis(100);
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Wire traffic a connection saw since it last reported.
 #[derive(Debug)]

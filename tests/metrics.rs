@@ -21,13 +21,13 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn connections_handshakes_messages_and_closes_are_counted() {
     let prometheus = PrometheusBuilder::new().install_recorder().unwrap();
-    // Echoes, except "push": two messages sent from another task after the traffic before them was reported, through
-    // the connection's queue.
+    // Echoes, except "push": two messages sent from another task, through the connection's
+    // queue, once the traffic before them has been reported (which is due within 1 s).
     let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
         if msg.as_text() == Some("push") {
             let handle = conn.handle();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(Duration::from_millis(1_300)).await;
                 for text in ["pushed 1", "pushed 2"] {
                     handle.send(text).unwrap();
                 }

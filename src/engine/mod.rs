@@ -434,9 +434,11 @@ impl<S: Io> Engine<S> {
                 return Poll::Ready(Event::Queued(Outbound::Close(CloseReason::SlowConsumer)));
             }
             let out = conn.out();
+            let mut drained = false;
             while out.len() < HIGH_WATER {
                 match queued.pop_front() {
                     Some(Outbound::Frame(frame)) => {
+                        drained = true;
                         self.queue.dequeued(frame.len());
                         self.traffic.messages_out += 1;
                         out.extend_from_slice(&frame);
@@ -446,11 +448,15 @@ impl<S: Io> Engine<S> {
                 }
             }
             drop(queued);
-            // Frames from the queue are counted here, with no event of their own: the
-            // timer brings their report.
-            if let Some(due) = self.traffic.due() {
-                if due < sleep.deadline() {
-                    sleep.as_mut().reset(due);
+            if drained {
+                // Frames from the queue come with no event of their own: report them here
+                // when due, or have the timer bring the report, rather than a wake-up.
+                if !self.traffic.report_if_due(Instant::now()) {
+                    if let Some(due) = self.traffic.due() {
+                        if due < sleep.deadline() {
+                            sleep.as_mut().reset(due);
+                        }
+                    }
                 }
             }
         }
