@@ -55,7 +55,7 @@ use clap::Parser;
 
 use crate::machine::Machine;
 use crate::report::Report;
-use crate::scenarios::{Scenario, Settings};
+use crate::scenarios::{Outcome, Scenario, Settings};
 use crate::servers::{BuiltIn, ServerKind, ServerProcess, Workspace};
 
 /// How busy (0 to 1) a CPU may be before a run without the run being flagged as noisy.
@@ -239,6 +239,7 @@ fn note_busy_cores(report: &mut Report) {
 }
 
 /// Runs every scenario against every live server it runs on, `settings.rounds` times.
+/// A scenario with several passes per round runs them with the servers taking turns.
 ///
 /// A failure is recorded and reported, not fatal: one broken server must not cost the
 /// numbers of the others.
@@ -251,35 +252,67 @@ pub(crate) async fn run_rounds(
     let count = servers.len();
     for round in 0..settings.rounds {
         for &scenario in scenarios {
-            for turn in 0..count {
-                let server = &mut servers[(turn + round) % count];
-                if !scenario.runs_on(server.kind()) {
-                    continue;
+            let order: Vec<usize> = (0..count)
+                .map(|turn| (turn + round) % count)
+                .filter(|&index| scenario.runs_on(servers[index].kind()))
+                .collect();
+            let passes = scenario.passes(settings);
+            let mut outcomes: Vec<Vec<Outcome>> = order.iter().map(|_| Vec::new()).collect();
+            let mut failed: Vec<Option<anyhow::Error>> = order.iter().map(|_| None).collect();
+            for pass in 0..passes {
+                for (slot, &index) in order.iter().enumerate() {
+                    if failed[slot].is_some() {
+                        continue;
+                    }
+                    let server = &mut servers[index];
+                    let of_passes = if passes > 1 {
+                        format!(", pass {}/{passes}", pass + 1)
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "[round {}/{}{of_passes}] {} · {}",
+                        round + 1,
+                        settings.rounds,
+                        scenario.name(),
+                        server.kind().name()
+                    );
+                    match measure(server, scenario, settings).await {
+                        Ok(outcome) => outcomes[slot].push(outcome),
+                        Err(error) => failed[slot] = Some(error),
+                    }
                 }
-                eprintln!(
-                    "[round {}/{}] {} · {}",
-                    round + 1,
-                    settings.rounds,
-                    scenario.name(),
-                    server.kind().name()
-                );
-                measure(server, scenario, settings, round, report).await;
+            }
+            for ((&index, outcomes), failed) in order.iter().zip(outcomes).zip(failed) {
+                let outcome = match failed {
+                    Some(error) => Err(error),
+                    None => Ok(Outcome::median_of(outcomes)),
+                };
+                if passes > 1 {
+                    if let Ok(outcome) = &outcome {
+                        eprintln!(
+                            "  {} · {}, median of {passes} passes:",
+                            scenario.name(),
+                            servers[index].kind().name()
+                        );
+                        print_measurements(outcome);
+                    }
+                }
+                record(report, round, scenario, servers[index].kind(), outcome);
             }
         }
     }
 }
 
-/// Runs `scenario` against `server` once and records what it found. A run that shared its
+/// Runs `scenario` against `server` once and prints what it found. A run that shared its
 /// cores with other work is run again after a pause, up to [`ATTEMPTS`] runs in all.
 async fn measure(
     server: &mut ServerProcess,
     scenario: Scenario,
     settings: &Settings,
-    round: usize,
-    report: &mut Report,
-) {
+) -> anyhow::Result<Outcome> {
     let mut attempt = 1;
-    let outcome = loop {
+    loop {
         wait_for_quiet_cores(settings).await;
         let outcome = match prepare(server, scenario) {
             Ok(()) => scenario.run(&server.target(), settings).await,
@@ -298,32 +331,53 @@ async fn measure(
                 attempt += 1;
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
-            _ => break outcome,
+            Ok(found) => {
+                print_measurements(found);
+                return outcome;
+            }
+            Err(_) => return outcome,
         }
-    };
+    }
+}
+
+fn print_measurements(outcome: &Outcome) {
+    for measurement in &outcome.measurements {
+        eprintln!(
+            "    {}: {}",
+            measurement.metric.label,
+            measurement.metric.format(measurement.value)
+        );
+    }
+    for warning in &outcome.warnings {
+        eprintln!("    !! {warning}");
+    }
+}
+
+/// Records one round's outcome of `scenario` on `server`.
+fn record(
+    report: &mut Report,
+    round: usize,
+    scenario: Scenario,
+    server: ServerKind,
+    outcome: anyhow::Result<Outcome>,
+) {
     match outcome {
         Ok(outcome) => {
             let noisy = !outcome.warnings.is_empty();
             for measurement in outcome.measurements {
-                eprintln!(
-                    "    {}: {}",
-                    measurement.metric.label,
-                    measurement.metric.format(measurement.value)
-                );
-                report.record(round, server.kind(), measurement, noisy);
+                report.record(round, server, measurement, noisy);
             }
             for warning in outcome.warnings {
-                eprintln!("    !! {warning}");
-                report.record_warning(round, scenario, server.kind(), warning);
+                report.record_warning(round, scenario, server, warning);
             }
         }
         Err(error) => {
             eprintln!(
                 "!! {} failed on {}: {error:#}",
                 scenario.name(),
-                server.kind().name()
+                server.name()
             );
-            report.record_failure(round, scenario, server.kind(), &error);
+            report.record_failure(round, scenario, server, &error);
         }
     }
 }

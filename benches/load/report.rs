@@ -387,6 +387,7 @@ impl Report {
                     "payload_bytes": settings.ping_pong.payload_len,
                     "warmup_round_trips": settings.ping_pong.warmup_round_trips,
                     "round_trips": settings.ping_pong.round_trips,
+                    "passes": settings.ping_pong.passes,
                 },
                 "idle": {
                     "sockets": settings.idle.sockets,

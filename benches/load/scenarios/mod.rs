@@ -87,6 +87,53 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
+impl Outcome {
+    /// One outcome for several passes: each metric's median over them, and every warning.
+    pub fn median_of(passes: Vec<Outcome>) -> Outcome {
+        let mut passes = passes.into_iter();
+        let Some(first) = passes.next() else {
+            return Outcome {
+                measurements: Vec::new(),
+                warnings: Vec::new(),
+            };
+        };
+        let rest: Vec<Outcome> = passes.collect();
+        let measurements = first
+            .measurements
+            .iter()
+            .map(|measurement| {
+                let mut values: Vec<f64> = std::iter::once(measurement.value)
+                    .chain(rest.iter().flat_map(|pass| {
+                        pass.measurements
+                            .iter()
+                            .filter(|m| m.metric.key == measurement.metric.key)
+                            .map(|m| m.value)
+                    }))
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                let middle = values.len() / 2;
+                let value = if values.len() % 2 == 1 {
+                    values[middle]
+                } else {
+                    (values[middle - 1] + values[middle]) / 2.0
+                };
+                Measurement {
+                    metric: measurement.metric,
+                    value,
+                }
+            })
+            .collect();
+        let warnings = std::iter::once(first.warnings)
+            .chain(rest.into_iter().map(|pass| pass.warnings))
+            .flatten()
+            .collect();
+        Outcome {
+            measurements,
+            warnings,
+        }
+    }
+}
+
 /// A way of loading a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -140,6 +187,15 @@ impl Scenario {
         match self {
             Scenario::FanOut => server.fan_out_route().is_some(),
             _ => true,
+        }
+    }
+
+    /// How many times a round runs the scenario against each server, the servers taking
+    /// turns; the round's value of each metric is the median over the passes.
+    pub fn passes(self, settings: &Settings) -> usize {
+        match self {
+            Scenario::PingPong => settings.ping_pong.passes.max(1),
+            _ => 1,
         }
     }
 
