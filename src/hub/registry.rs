@@ -2,7 +2,7 @@
 //! they joined and which unique names they hold.
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{Member, NameTaken, Target};
@@ -24,7 +24,9 @@ struct Entry {
 pub(crate) struct Registry {
     conns: HashMap<ConnId, Entry>,
     by_session: HashMap<Arc<str>, ConnId>,
-    by_user: HashMap<Arc<str>, Vec<ConnId>>,
+    /// A set, not a list: a user with many sessions (a service account, a load test) must
+    /// not make each disconnect a scan of all of them.
+    by_user: HashMap<Arc<str>, HashSet<ConnId>>,
     channels: HashMap<Arc<str>, HashMap<ConnId, SessionHandle>>,
     names: HashMap<Arc<str>, ConnId>,
 }
@@ -39,7 +41,7 @@ impl Registry {
     ) {
         // A reused session id points at the newest connection.
         self.by_session.insert(session_id.clone(), id);
-        self.by_user.entry(user_id.clone()).or_default().push(id);
+        self.by_user.entry(user_id.clone()).or_default().insert(id);
         self.conns.insert(
             id,
             Entry {
@@ -61,7 +63,7 @@ impl Registry {
             self.by_session.remove(&entry.session_id);
         }
         if let MapEntry::Occupied(mut sessions) = self.by_user.entry(entry.user_id) {
-            sessions.get_mut().retain(|&c| c != id);
+            sessions.get_mut().remove(&id);
             if sessions.get().is_empty() {
                 sessions.remove();
             }
