@@ -218,3 +218,22 @@ async fn graceful_shutdown_closes_every_socket_with_1001_and_runs_terminate() {
         "the listener is closed after shutdown"
     );
 }
+
+/// A shutdown signal that has already fired when `serve` starts: nothing is accepted, and
+/// `serve` returns.
+#[tokio::test]
+async fn a_server_whose_signal_has_already_fired_accepts_nothing_and_returns() {
+    let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (service, _reasons) = reporter();
+    within(
+        "serve returns",
+        server.serve_with_shutdown(service, std::future::ready(())),
+    )
+    .await
+    .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}

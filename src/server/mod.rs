@@ -10,6 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use estuary_middleware::PeerAddr;
@@ -254,14 +255,24 @@ impl Server {
             stop_http: stop_http.clone(),
             stop: stop_accepting.clone(),
         };
-        let mut accepting = AbortOnDropHandle::new(tokio::spawn(acceptor.run(service)));
+        // Polled once before the first accept: a signal future such as
+        // `shutdown_signal` installs its handlers when first polled, and a SIGTERM that
+        // came before that would end the process with its sockets unclosed.
         tokio::pin!(signal);
-        let accepted = tokio::select! {
-            () = &mut signal => {
-                stop_accepting.cancel();
-                (&mut accepting).await
+        let signalled =
+            std::future::poll_fn(|cx| Poll::Ready(signal.as_mut().poll(cx).is_ready())).await;
+        let mut accepting = AbortOnDropHandle::new(tokio::spawn(acceptor.run(service)));
+        let accepted = if signalled {
+            stop_accepting.cancel();
+            (&mut accepting).await
+        } else {
+            tokio::select! {
+                () = &mut signal => {
+                    stop_accepting.cancel();
+                    (&mut accepting).await
+                }
+                ended = &mut accepting => ended,
             }
-            ended = &mut accepting => ended,
         };
         if let Err(e) = accepted {
             if e.is_panic() {
