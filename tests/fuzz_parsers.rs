@@ -306,6 +306,7 @@ proptest! {
             prop_assert!(scheme.eq_ignore_ascii_case("bearer"), "{text}");
             // The rest of the value after the scheme (hyper trims the value's ends).
             prop_assert!(!bearer.token().trim().is_empty());
+            prop_assert!(!bearer.token().contains([' ', '\t']), "{text}");
             prop_assert!(text.ends_with(bearer.token()), "{text}");
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::example::{startup_error, ExampleServer};
 use common::{
     connect, connect_from, connect_with, echo_roundtrip, handshake_request, next_close,
-    raw_request, raw_request_from, within,
+    raw_request, raw_request_from, within, RawWs,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -142,6 +142,27 @@ async fn idle_timeout_closes_a_silent_socket_with_1000() {
         (1000, "idle timeout".to_owned())
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+/// `keepalive_interval` and `keepalive_timeout`: a silent client is pinged, and one that
+/// leaves the ping unanswered is closed as idle, even with `idle_timeout` off.
+#[tokio::test]
+async fn keepalive_pings_a_silent_client_and_closes_one_that_does_not_answer() {
+    let server = ExampleServer::start(
+        r#"
+        idle_timeout = "infinity"
+        keepalive_interval = "200ms"
+        keepalive_timeout = "300ms"
+        "#,
+        ANY_PORT,
+    );
+    let mut ws = RawWs::connect(server.addr, "/echo").await;
+    let started = std::time::Instant::now();
+    let ping = ws.read_frame().await.expect("a keep-alive ping");
+    assert_eq!(ping.opcode, 0x9, "{ping:?}");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(ws.read_close().await, (1000, "idle timeout".to_owned()));
+    assert!(started.elapsed() >= Duration::from_millis(450));
 }
 
 #[tokio::test]
@@ -363,6 +384,14 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
         (
             r#"idle_timeout = "0s""#,
             "config: idle_timeout: \"0s\" is zero",
+        ),
+        (
+            r#"keepalive_interval = "soon""#,
+            r#"config: keepalive_interval: invalid duration "soon""#,
+        ),
+        (
+            r#"keepalive_timeout = "0s""#,
+            "config: keepalive_timeout: \"0s\" is zero",
         ),
         (
             "idle_timeout = 30",

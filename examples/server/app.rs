@@ -28,7 +28,7 @@ use estuary::middleware::origin::OriginLayer;
 use estuary::middleware::rate_limit::RateLimitLayer;
 use estuary::middleware::session_limits::SessionLimitsLayer;
 use estuary::middleware::{MessageRate, SessionLimits};
-use estuary::{handler_fn, Conn, Handler, Hub, Message, WebSocketService};
+use estuary::{handler_fn, Conn, Handler, Hub, Message, WebSocketConfig, WebSocketService};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -69,11 +69,15 @@ impl App {
     /// behind the same layers), the chat on `chat_path` and `/`.
     pub fn build<H: Handler + Sync>(config: &Config, echo: H, shared: Shared) -> App {
         let websocket = WebSocketLayers::new(config);
-        let chat = WebSocketService::new(Chat::default()).with_hub(shared.hub.clone());
+        let engine = WebSocketConfig::default()
+            .with_keepalive(config.keepalive_interval, config.keepalive_timeout);
+        let chat = WebSocketService::new(Chat::default())
+            .with_hub(shared.hub.clone())
+            .with_config(engine.clone());
         let mut routes = Routes::default()
             .route(
                 &config.echo_path,
-                websocket.wrap(WebSocketService::new(echo)),
+                websocket.wrap(WebSocketService::new(echo).with_config(engine)),
             )
             .route(&config.chat_path, websocket.wrap(chat))
             .route("/", page());

@@ -49,6 +49,13 @@ pub struct Config {
     /// How long a WebSocket may stay silent; `None` is "infinity".
     #[serde(deserialize_with = "duration_or_infinity")]
     pub idle_timeout: Option<Duration>,
+    /// A ping after this long without a word from the client; `None` ("infinity") turns
+    /// keep-alive pings off.
+    #[serde(deserialize_with = "duration_or_infinity")]
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keep-alive ping may go unanswered before the socket is closed as idle.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
     /// The largest message a client may send, in bytes.
     pub max_message_size: NonZeroUsize,
     /// Debug-level logs for estuary (RUST_LOG, when set, still wins).
@@ -88,6 +95,8 @@ impl Default for Config {
             max_connections: NonZeroUsize::new(65_536).expect("65536 is not zero"),
             max_connection_age: None,
             idle_timeout: Some(Duration::from_secs(120)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
             max_message_size: NonZeroUsize::new(64 << 20).expect("64 MiB is not zero"),
             show_debug_logs: false,
             allowed_origins: Vec::new(),

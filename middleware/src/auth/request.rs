@@ -51,7 +51,11 @@ impl<'a> AuthRequest<'a> {
         let bearer = headers
             .typed_get::<Authorization<Bearer>>()
             .map(|auth| auth.0)
-            .filter(|bearer| !bearer.token().is_empty());
+            // RFC 6750's b64token has no spaces: "Bearer a b" is not a token.
+            .filter(|bearer| {
+                let token = bearer.token();
+                !token.is_empty() && !token.contains([' ', '\t'])
+            });
         Self {
             method: request.method(),
             uri: request.uri(),
@@ -102,7 +106,8 @@ impl<'a> AuthRequest<'a> {
         self.basic.as_ref()
     }
 
-    /// The `Authorization: Bearer` token, when present, visible ASCII and not empty.
+    /// The `Authorization: Bearer` token, when present, not empty, and visible ASCII
+    /// without spaces.
     pub fn bearer(&self) -> Option<&Bearer> {
         self.bearer.as_ref()
     }
@@ -161,6 +166,8 @@ mod tests {
             b"Bearer ",
             b"Bearer    ",
             b"Bearer",
+            b"Bearer two words",
+            b"Bearer tab\there",
             b"Basic YWxpY2U6c2VjcmV0",
         ] {
             let request = with_authorization(value);
