@@ -401,6 +401,7 @@ impl Report {
                     "warmup": settings.handshake.warmup,
                     "batch": settings.handshake.batch,
                     "batches": settings.handshake.batches,
+                    "passes": settings.handshake.passes,
                 },
                 "fan_out": {
                     "subscribers": settings.fan_out.subscribers,

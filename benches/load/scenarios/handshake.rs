@@ -4,7 +4,8 @@
 //! allowed Origin, so that Estuary's full stack does all its work), read the 101, send a
 //! Close frame, read the server's Close and its end of stream. `concurrency` clients do
 //! handshakes back to back; after a warm-up batch, each batch's rate is measured and the
-//! median batch counts, so that a moment of noise costs one batch, not the run.
+//! median batch counts, so that a moment of noise costs one batch, not the run. A round
+//! runs several such passes with the servers taking turns, and takes their median.
 //!
 //! The row compares every server with `estuary-bare` (a bare `WebSocketService`): the
 //! ratio in Estuary's cell is what the whole layer stack costs a handshake.
@@ -32,16 +33,20 @@ use crate::servers::{ServerKind, Target, ECHO_PATH};
 pub struct HandshakeSettings {
     /// Clients doing handshakes at once.
     pub concurrency: usize,
-    /// Handshakes before the measured batches.
+    /// Handshakes before the measured batches, in each pass.
     pub warmup: usize,
     /// Handshakes per measured batch.
     pub batch: usize,
+    /// Measured batches in each pass.
     pub batches: usize,
+    /// Passes per round, taking turns with the other servers (see
+    /// `PingPongSettings::passes`); the round's value is their median.
+    pub passes: usize,
 }
 
 impl HandshakeSettings {
-    /// 32 clients; 1,000 warm-up handshakes, then 5 batches of 2,000 (`quick`: 500, then 3
-    /// of 1,000).
+    /// 32 clients; 3 passes of 500 warm-up handshakes, then 3 batches of 1,500 (`quick`:
+    /// 1 pass of 500, then 3 batches of 1,000).
     pub fn new(quick: bool) -> Self {
         if quick {
             Self {
@@ -49,13 +54,15 @@ impl HandshakeSettings {
                 warmup: 500,
                 batch: 1_000,
                 batches: 3,
+                passes: 1,
             }
         } else {
             Self {
                 concurrency: 32,
-                warmup: 1_000,
-                batch: 2_000,
-                batches: 5,
+                warmup: 500,
+                batch: 1_500,
+                batches: 3,
+                passes: 3,
             }
         }
     }
@@ -67,6 +74,7 @@ impl HandshakeSettings {
             warmup: 8,
             batch: 20,
             batches: 1,
+            passes: 1,
         }
     }
 }

@@ -195,6 +195,7 @@ impl Scenario {
     pub fn passes(self, settings: &Settings) -> usize {
         match self {
             Scenario::PingPong => settings.ping_pong.passes.max(1),
+            Scenario::Handshake => settings.handshake.passes.max(1),
             _ => 1,
         }
     }
