@@ -211,29 +211,24 @@ async fn members_of_a_silent_node_are_forgotten_and_a_live_nodes_are_kept() {
         .unwrap();
     let (silent, live) = (format!("{:032x}", 1u128), format!("{:032x}", 2u128));
     let key = "estuary:presence:lobby";
-    let set = |field: &'static str, value: String| {
-        redis::cmd("HSET").arg(key).arg(field).arg(value).clone()
+    let member =
+        |field: &str, value: String| redis::cmd("HSET").arg(key).arg(field).arg(value).clone();
+    let heartbeat = |node: &str| {
+        redis::cmd("SET")
+            .arg(format!("estuary:node:{node}"))
+            .arg(1)
+            .arg("EX")
+            .arg(60)
+            .clone()
     };
-    let () = set("ghost", format!("{silent}|casper"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let () = set("garbage", "no node here".into())
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let () = set("s-2", format!("{live}|lena"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let () = redis::cmd("SET")
-        .arg(format!("estuary:node:{live}"))
-        .arg(1)
-        .arg("EX")
-        .arg(60)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    for command in [
+        member("ghost", format!("{silent}|casper")),
+        member("garbage", "no node here".into()),
+        member("s-2", format!("{live}|lena")),
+        heartbeat(&live),
+    ] {
+        let () = command.query_async(&mut raw).await.unwrap();
+    }
 
     let users = |members: Vec<estuary::Member>| -> Vec<String> {
         members.into_iter().map(|m| m.user_id).collect()
@@ -250,18 +245,12 @@ async fn members_of_a_silent_node_are_forgotten_and_a_live_nodes_are_kept() {
     assert_eq!(fields, ["s-2"], "stale entries are deleted from redis");
 
     // The silent node comes back: heartbeat first, then its member again.
-    let () = redis::cmd("SET")
-        .arg(format!("estuary:node:{silent}"))
-        .arg(1)
-        .arg("EX")
-        .arg(60)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let () = set("ghost", format!("{silent}|casper"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    for command in [
+        heartbeat(&silent),
+        member("ghost", format!("{silent}|casper")),
+    ] {
+        let () = command.query_async(&mut raw).await.unwrap();
+    }
     let mut listed = users(hub.members_everywhere("lobby").await.unwrap());
     listed.sort();
     assert_eq!(listed, ["casper", "lena"]);

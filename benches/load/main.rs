@@ -257,13 +257,12 @@ pub(crate) async fn run_rounds(
                 .filter(|&index| scenario.runs_on(servers[index].kind()))
                 .collect();
             let passes = scenario.passes(settings);
-            let mut outcomes: Vec<Vec<Outcome>> = order.iter().map(|_| Vec::new()).collect();
-            let mut failed: Vec<Option<anyhow::Error>> = order.iter().map(|_| None).collect();
+            // Each server's passes so far, or why one of them failed.
+            let mut results: Vec<anyhow::Result<Vec<Outcome>>> =
+                order.iter().map(|_| Ok(Vec::new())).collect();
             for pass in 0..passes {
-                for (slot, &index) in order.iter().enumerate() {
-                    if failed[slot].is_some() {
-                        continue;
-                    }
+                for (result, &index) in results.iter_mut().zip(&order) {
+                    let Ok(outcomes) = result else { continue };
                     let server = &mut servers[index];
                     let of_passes = if passes > 1 {
                         format!(", pass {}/{passes}", pass + 1)
@@ -278,16 +277,13 @@ pub(crate) async fn run_rounds(
                         server.kind().name()
                     );
                     match measure(server, scenario, settings).await {
-                        Ok(outcome) => outcomes[slot].push(outcome),
-                        Err(error) => failed[slot] = Some(error),
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(error) => *result = Err(error),
                     }
                 }
             }
-            for ((&index, outcomes), failed) in order.iter().zip(outcomes).zip(failed) {
-                let outcome = match failed {
-                    Some(error) => Err(error),
-                    None => Ok(Outcome::median_of(outcomes)),
-                };
+            for (result, &index) in results.into_iter().zip(&order) {
+                let outcome = result.map(Outcome::median_of);
                 if passes > 1 {
                     if let Ok(outcome) = &outcome {
                         eprintln!(

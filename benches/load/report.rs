@@ -477,7 +477,7 @@ fn row_label(metric: &Metric) -> String {
 }
 
 /// The median of `values`, if there are any.
-fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;

@@ -448,15 +448,11 @@ impl<S: Io> Engine<S> {
                 }
             }
             drop(queued);
-            if drained {
-                // Frames from the queue come with no event of their own: report them here
-                // when due, or have the timer bring the report, rather than a wake-up.
-                if !self.traffic.report_if_due(Instant::now()) {
-                    if let Some(due) = self.traffic.due() {
-                        if due < sleep.deadline() {
-                            sleep.as_mut().reset(due);
-                        }
-                    }
+            // Frames from the queue come with no event of their own: report them here when
+            // due, or have the timer bring the report, rather than a wake-up.
+            if drained && !self.traffic.report_if_due(Instant::now()) {
+                if let Some(due) = self.traffic.due().filter(|due| *due < sleep.deadline()) {
+                    sleep.as_mut().reset(due);
                 }
             }
         }

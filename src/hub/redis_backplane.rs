@@ -27,6 +27,9 @@ use crate::engine::Prepared;
 use crate::handler::{Message, Utf8Bytes};
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_TTL_SECS: u64 = 6;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const WIRE_VERSION: u8 = 1;
 
 /// Deletes a presence entry (KEYS[1], field ARGV[1]) if it still holds ARGV[2] and its
 /// node's heartbeat key (KEYS[2], when given) is still absent; atomic, so that it never
@@ -36,9 +39,6 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 return redis.call('HDEL', KEYS[1], ARGV[1])
 "#;
-const HEARTBEAT_TTL_SECS: u64 = 6;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const WIRE_VERSION: u8 = 1;
 
 fn context(context: impl Into<String>) -> impl FnOnce(redis::RedisError) -> HubError {
     let context = context.into();
@@ -168,13 +168,15 @@ impl Hub {
                 // not behind the publisher's queue.
                 continue;
             }
-            let node_key = u128::from_str_radix(node, 16)
-                .ok()
-                .map(|id| Backplane::node_key(&backplane.prefix, id));
+            let node_key = || {
+                u128::from_str_radix(node, 16)
+                    .ok()
+                    .map(|id| Backplane::node_key(&backplane.prefix, id))
+            };
             let live = match alive.get(node) {
                 Some(&live) => live,
                 None => {
-                    let live = match &node_key {
+                    let live = match node_key() {
                         Some(node_key) => redis
                             .exists(node_key)
                             .await
@@ -191,7 +193,7 @@ impl Hub {
                     user_id: user_id.to_owned(),
                 });
             } else {
-                stale.push((session_id, value.clone(), node_key));
+                stale.push((session_id, value.clone(), node_key()));
             }
         }
         for (session_id, value, node_key) in stale {
@@ -276,9 +278,9 @@ async fn publish_loop(
     let _: redis::RedisResult<()> = redis.del(&node_key).await;
 }
 
-/// Refreshes the node's heartbeat; if it had expired or vanished, re-announces every
-/// local channel membership first.
-/// `unannounced` carries an announcement that failed over to the next beat.
+/// Refreshes the node's heartbeat, then, if it had expired or vanished, re-announces every
+/// local channel membership. `unannounced` carries an announcement that failed over to
+/// the next beat.
 async fn beat(
     redis: &mut ConnectionManager,
     hub: &Hub,

@@ -262,17 +262,17 @@ impl Server {
         let signalled =
             std::future::poll_fn(|cx| Poll::Ready(signal.as_mut().poll(cx).is_ready())).await;
         let mut accepting = AbortOnDropHandle::new(tokio::spawn(acceptor.run(service)));
-        let accepted = if signalled {
-            stop_accepting.cancel();
-            (&mut accepting).await
-        } else {
-            tokio::select! {
-                () = &mut signal => {
-                    stop_accepting.cancel();
-                    (&mut accepting).await
-                }
-                ended = &mut accepting => ended,
+        let stop = async {
+            if !signalled {
+                signal.as_mut().await;
             }
+        };
+        let accepted = tokio::select! {
+            () = stop => {
+                stop_accepting.cancel();
+                (&mut accepting).await
+            }
+            ended = &mut accepting => ended,
         };
         if let Err(e) = accepted {
             if e.is_panic() {
@@ -299,7 +299,6 @@ impl Server {
     }
 }
 
-/// Answers a connection over the pending-handshake limit with 503 and closes it.
 /// The accept loop and what it hands to each connection.
 struct Acceptor {
     listener: TcpListener,
@@ -401,6 +400,7 @@ impl Acceptor {
     }
 }
 
+/// Answers a connection over the pending-handshake limit with 503 and closes it.
 async fn refuse_busy(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
     use tokio::io::AsyncWriteExt;
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\

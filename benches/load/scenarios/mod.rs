@@ -90,43 +90,24 @@ pub struct Outcome {
 impl Outcome {
     /// One outcome for several passes: each metric's median over them, and every warning.
     pub fn median_of(passes: Vec<Outcome>) -> Outcome {
-        let mut passes = passes.into_iter();
-        let Some(first) = passes.next() else {
-            return Outcome {
-                measurements: Vec::new(),
-                warnings: Vec::new(),
-            };
-        };
-        let rest: Vec<Outcome> = passes.collect();
-        let measurements = first
-            .measurements
-            .iter()
-            .map(|measurement| {
-                let mut values: Vec<f64> = std::iter::once(measurement.value)
-                    .chain(rest.iter().flat_map(|pass| {
-                        pass.measurements
-                            .iter()
-                            .filter(|m| m.metric.key == measurement.metric.key)
-                            .map(|m| m.value)
-                    }))
+        let metrics: Vec<&'static Metric> = passes
+            .first()
+            .map(|pass| pass.measurements.iter().map(|m| m.metric).collect())
+            .unwrap_or_default();
+        let measurements = metrics
+            .into_iter()
+            .filter_map(|metric| {
+                let values: Vec<f64> = passes
+                    .iter()
+                    .flat_map(|pass| &pass.measurements)
+                    .filter(|m| m.metric.key == metric.key)
+                    .map(|m| m.value)
                     .collect();
-                values.sort_by(f64::total_cmp);
-                let middle = values.len() / 2;
-                let value = if values.len() % 2 == 1 {
-                    values[middle]
-                } else {
-                    (values[middle - 1] + values[middle]) / 2.0
-                };
-                Measurement {
-                    metric: measurement.metric,
-                    value,
-                }
+                let value = crate::report::median(&values)?;
+                Some(Measurement { metric, value })
             })
             .collect();
-        let warnings = std::iter::once(first.warnings)
-            .chain(rest.into_iter().map(|pass| pass.warnings))
-            .flatten()
-            .collect();
+        let warnings = passes.into_iter().flat_map(|pass| pass.warnings).collect();
         Outcome {
             measurements,
             warnings,
