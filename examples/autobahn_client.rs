@@ -39,7 +39,7 @@ impl ClientHandler for Echo {
         let _ = client.send(message);
     }
 
-    async fn on_disconnect(&mut self, _: &Client, _: &DisconnectReason, _: u32) -> Reconnect {
+    async fn on_close(&mut self, _: &Client, _: &DisconnectReason, _: u32) -> Reconnect {
         Reconnect::Stop
     }
 }
@@ -54,7 +54,7 @@ impl ClientHandler for FirstMessage {
         }
     }
 
-    async fn on_disconnect(&mut self, _: &Client, _: &DisconnectReason, _: u32) -> Reconnect {
+    async fn on_close(&mut self, _: &Client, _: &DisconnectReason, _: u32) -> Reconnect {
         Reconnect::Stop
     }
 }

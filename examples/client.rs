@@ -32,7 +32,7 @@ struct Args {
 struct Printer;
 
 impl ClientHandler for Printer {
-    async fn on_connect(&mut self, _client: &Client, _connected: &Connected) {
+    async fn on_open(&mut self, _client: &Client, _connected: &Connected) {
         eprintln!("* connected");
     }
 
@@ -43,7 +43,7 @@ impl ClientHandler for Printer {
         }
     }
 
-    async fn on_disconnect(
+    async fn on_close(
         &mut self,
         _client: &Client,
         reason: &DisconnectReason,
@@ -53,7 +53,7 @@ impl ClientHandler for Printer {
         Reconnect::AfterBackoff
     }
 
-    async fn terminate(&mut self, _client: &Client, reason: DisconnectReason) {
+    async fn on_stop(&mut self, _client: &Client, reason: DisconnectReason) {
         eprintln!("* stopped: {reason}");
     }
 }

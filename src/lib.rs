@@ -42,7 +42,7 @@ pub use engine::{
     CloseError, CloseReason, Prepared, ProtocolError, SendError, SessionHandle, SlowConsumerPolicy,
     WebSocketConfig,
 };
-pub use handler::{handler_fn, Conn, Handler, HandlerFn, Info, Message, Utf8Bytes};
+pub use handler::{handler_fn, Conn, Event, Handler, HandlerFn, Message, Utf8Bytes};
 pub use hub::{Hub, HubError, HubStats, Member, NameTaken, Target};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
 #[cfg(feature = "tls")]

@@ -133,7 +133,7 @@ async fn close_handshake_completes_and_the_server_sees_the_code() {
     impl Handler for Reports {
         async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
 
-        async fn terminate(&mut self, _conn: &mut Conn, reason: CloseReason) {
+        async fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason) {
             let _ = self.0.send(reason);
         }
     }
@@ -151,10 +151,10 @@ async fn close_handshake_completes_and_the_server_sees_the_code() {
     ));
     match next(&mut seen).await {
         Seen::Terminated(reason) => assert_eq!(reason, "connection closed: done for today (4000)"),
-        other => panic!("a local close stops without asking on_disconnect; got {other:?}"),
+        other => panic!("a local close stops without asking on_close; got {other:?}"),
     }
     within("client stop", client.closed()).await;
-    let reason = within("server terminate", server_saw.recv()).await.unwrap();
+    let reason = within("server on_close", server_saw.recv()).await.unwrap();
     assert_eq!(
         reason,
         CloseReason::Remote {
@@ -214,7 +214,7 @@ async fn authorization_header_and_subprotocol_reach_the_server() {
             offered.iter().copied().find(|p| *p == "chat.v1")
         }
 
-        async fn init(&mut self, conn: &mut Conn) {
+        async fn on_open(&mut self, conn: &mut Conn) {
             let auth = conn
                 .session()
                 .headers()

@@ -78,7 +78,7 @@ impl ClientHandler for Forward {
         let _ = self.0.send(message);
     }
 
-    async fn on_disconnect(&mut self, _: &Client, _: &DisconnectReason, _: u32) -> Reconnect {
+    async fn on_close(&mut self, _: &Client, _: &DisconnectReason, _: u32) -> Reconnect {
         Reconnect::Stop
     }
 }

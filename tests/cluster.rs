@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{connect, serve, within, Client, TestServer};
 use estuary::middleware::Identity;
-use estuary::{Conn, Handler, Hub, Info, Message, Target, WebSocketService};
+use estuary::{Conn, Event, Handler, Hub, Message, Target, WebSocketService};
 use futures_util::StreamExt;
 use http::Request;
 use redis_server::RedisServer;
@@ -23,7 +23,7 @@ use tower::ServiceBuilder;
 struct Node;
 
 impl Handler for Node {
-    async fn init(&mut self, conn: &mut Conn) {
+    async fn on_open(&mut self, conn: &mut Conn) {
         if let Some(channel) = conn
             .session()
             .query_param("channel")
@@ -36,8 +36,8 @@ impl Handler for Node {
 
     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
 
-    async fn on_info(&mut self, conn: &mut Conn, info: Info) {
-        let json = String::from_utf8_lossy(info.as_json().unwrap_or_default()).into_owned();
+    async fn on_event(&mut self, conn: &mut Conn, event: Event) {
+        let json = String::from_utf8_lossy(event.as_json().unwrap_or_default()).into_owned();
         let _ = conn.send(format!("event:{json}"));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{connect, serve, within, Client, TestServer};
 use estuary::middleware::Identity;
 use estuary::{
-    Conn, Handler, Hub, Info, Member, Message, Target, WebSocketConfig, WebSocketService,
+    Conn, Event, Handler, Hub, Member, Message, Target, WebSocketConfig, WebSocketService,
 };
 use futures_util::{SinkExt, StreamExt};
 use http::Request;
@@ -21,7 +21,7 @@ use tower::ServiceBuilder;
 struct Member_;
 
 impl Handler for Member_ {
-    async fn init(&mut self, conn: &mut Conn) {
+    async fn on_open(&mut self, conn: &mut Conn) {
         let id = conn.session().id().to_string();
         let _ = conn.send(format!("session:{id}"));
     }
@@ -37,8 +37,8 @@ impl Handler for Member_ {
         let _ = conn.send(reply);
     }
 
-    async fn on_info(&mut self, conn: &mut Conn, info: Info) {
-        let json = String::from_utf8_lossy(info.as_json().unwrap_or_default()).into_owned();
+    async fn on_event(&mut self, conn: &mut Conn, event: Event) {
+        let json = String::from_utf8_lossy(event.as_json().unwrap_or_default()).into_owned();
         let _ = conn.send(format!("event:{json}"));
     }
 }
@@ -154,7 +154,7 @@ async fn each_target_reaches_exactly_its_sessions() {
     assert_eq!(
         bob.next().await,
         r#"event:{"kind":"kick"}"#,
-        "events arrive in on_info"
+        "events arrive in on_event"
     );
     server.stop().await;
 }

@@ -1,4 +1,4 @@
-//! How connections end: the handler's close reaches the client, `terminate` learns why,
+//! How connections end: the handler's close reaches the client, `on_close` learns why,
 //! and graceful shutdown closes every socket with 1001.
 
 mod common;
@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-/// Closes on "close", panics on "panic", echoes the rest; reports `terminate` reasons.
+/// Closes on "close", panics on "panic", echoes the rest; reports `on_close` reasons.
 #[derive(Clone)]
 struct Reporter {
     reasons: mpsc::UnboundedSender<CloseReason>,
@@ -34,7 +34,7 @@ impl Handler for Reporter {
         }
     }
 
-    async fn terminate(&mut self, _conn: &mut Conn, reason: CloseReason) {
+    async fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason) {
         let _ = self.reasons.send(reason);
     }
 }
@@ -48,7 +48,7 @@ fn reporter() -> (
 }
 
 async fn next_reason(rx: &mut mpsc::UnboundedReceiver<CloseReason>) -> CloseReason {
-    within("terminate", rx.recv()).await.expect("terminate ran")
+    within("on_close", rx.recv()).await.expect("on_close ran")
 }
 
 #[tokio::test]
@@ -78,7 +78,7 @@ async fn handler_close_reaches_the_client_with_code_and_reason() {
 }
 
 #[tokio::test]
-async fn terminate_sees_the_clients_close_code() {
+async fn on_close_sees_the_clients_close_code() {
     let (service, mut reasons) = reporter();
     let server = serve(service).await;
     let mut client = connect(&server.url("/")).await;
@@ -107,7 +107,7 @@ async fn terminate_sees_the_clients_close_code() {
 
 /// RFC 6455, 7.1.1: once both Close frames are out, the server closes the TCP connection
 /// first. A client that keeps its socket open after the handshake does not keep the
-/// connection (and `terminate`) waiting for its close timeout.
+/// connection (and `on_close`) waiting for its close timeout.
 #[tokio::test]
 async fn after_the_close_handshake_the_server_closes_the_tcp_connection_first() {
     let (reasons, mut rx) = mpsc::unbounded_channel();
@@ -136,7 +136,7 @@ async fn after_the_close_handshake_the_server_closes_the_tcp_connection_first() 
 }
 
 #[tokio::test]
-async fn terminate_sees_a_protocol_error() {
+async fn on_close_sees_a_protocol_error() {
     let (service, mut reasons) = reporter();
     let server = serve(service).await;
     let mut ws = RawWs::connect(server.addr, "/").await;
@@ -150,7 +150,7 @@ async fn terminate_sees_a_protocol_error() {
 }
 
 #[tokio::test]
-async fn terminate_sees_a_vanished_client() {
+async fn on_close_sees_a_vanished_client() {
     let (service, mut reasons) = reporter();
     let server = serve(service).await;
     let ws = RawWs::connect(server.addr, "/").await;
@@ -182,7 +182,7 @@ async fn a_panicking_handler_closes_only_its_socket_with_1011() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_closes_every_socket_with_1001_and_runs_terminate() {
+async fn graceful_shutdown_closes_every_socket_with_1001_and_runs_on_close() {
     let (service, mut reasons) = reporter();
     let server = serve(service).await;
     let mut clients = Vec::new();

@@ -1,5 +1,5 @@
 //! Graceful shutdown with a thousand sockets open: each gets 1001 "going away", each
-//! connection's `terminate` runs, and the example server's process exits 0 within its
+//! connection's `on_close` runs, and the example server's process exits 0 within its
 //! `shutdown_timeout`.
 
 mod common;
@@ -86,7 +86,7 @@ async fn sigterm_with_1000_sockets_open_closes_each_with_1001_and_exits_0_in_tim
     );
 }
 
-/// Echoes; its `terminate` takes a moment (a cleanup that awaits), then counts why.
+/// Echoes; its `on_close` takes a moment (a cleanup that awaits), then counts why.
 #[derive(Clone, Default)]
 struct Counting {
     shutdowns: Arc<AtomicUsize>,
@@ -98,7 +98,7 @@ impl Handler for Counting {
         let _ = conn.send(msg);
     }
 
-    async fn terminate(&mut self, _conn: &mut Conn, reason: CloseReason) {
+    async fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         match reason {
             CloseReason::Shutdown => self.shutdowns.fetch_add(1, Ordering::SeqCst),
@@ -108,7 +108,7 @@ impl Handler for Counting {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_runs_terminate_for_every_one_of_1000_sockets_before_it_returns() {
+async fn graceful_shutdown_runs_on_close_for_every_one_of_1000_sockets_before_it_returns() {
     need_open_files(2 * SOCKETS as u64 + 100);
     let handler = Counting::default();
     let server = serve(WebSocketService::new(handler.clone())).await;
@@ -124,9 +124,9 @@ async fn graceful_shutdown_runs_terminate_for_every_one_of_1000_sockets_before_i
     let started = Instant::now();
     server.stop().await;
     let took = started.elapsed();
-    // `stop` returned: every connection task is over, its terminate included.
+    // `stop` returned: every connection task is over, its on_close included.
     assert_eq!(handler.shutdowns.load(Ordering::SeqCst), SOCKETS);
     assert_eq!(handler.others.load(Ordering::SeqCst), 0);
     all_going_away(closes).await;
-    println!("shutdown: {SOCKETS} terminates ran in the {took:.2?} shutdown took");
+    println!("shutdown: {SOCKETS} on_close calls ran in the {took:.2?} shutdown took");
 }

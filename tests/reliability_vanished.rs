@@ -29,14 +29,14 @@ const EACH: usize = 100;
 const NOT_READING: usize = 20;
 
 /// Joins "room" and takes a unique name; `?flood` also joins "flood". Echoes; reports
-/// `terminate` with the socket's `?id=`.
+/// `on_close` with the socket's `?id=`.
 #[derive(Clone)]
 struct Member {
     ended: mpsc::UnboundedSender<(String, CloseReason, Instant)>,
 }
 
 impl Handler for Member {
-    async fn init(&mut self, conn: &mut Conn) {
+    async fn on_open(&mut self, conn: &mut Conn) {
         conn.join("room");
         if conn.session().query_param("flood").is_some() {
             conn.join("flood");
@@ -49,7 +49,7 @@ impl Handler for Member {
         let _ = conn.send(msg);
     }
 
-    async fn terminate(&mut self, conn: &mut Conn, reason: CloseReason) {
+    async fn on_close(&mut self, conn: &mut Conn, reason: CloseReason) {
         let id = conn.session().query_param("id").unwrap_or_default();
         let _ = self.ended.send((id.into_owned(), reason, Instant::now()));
     }
@@ -99,7 +99,7 @@ async fn vanished_clients_are_found_within_the_keepalive_deadline_and_leave_noth
         raw.insert(id, RawWs::connect(server.addr, &path).await);
     }
     let total = 5 + 3 * EACH + NOT_READING;
-    // A socket registers for shutdown at its upgrade, and takes its name in `init`,
+    // A socket registers for shutdown at its upgrade, and takes its name in `on_open`,
     // a moment later: wait for both.
     eventually(
         "every socket registered and named",

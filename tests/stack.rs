@@ -27,7 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-/// Answers "whoami" with the session's user id, echoes the rest, reports `terminate`.
+/// Answers "whoami" with the session's user id, echoes the rest, reports `on_close`.
 #[derive(Clone)]
 struct WhoAmI {
     reasons: mpsc::UnboundedSender<CloseReason>,
@@ -43,7 +43,7 @@ impl Handler for WhoAmI {
         }
     }
 
-    async fn terminate(&mut self, _conn: &mut Conn, reason: CloseReason) {
+    async fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason) {
         let _ = self.reasons.send(reason);
     }
 }
@@ -73,10 +73,10 @@ impl Stack {
         raw_request(self.server.addr, handshake_request("/echo", extra)).await
     }
 
-    async fn terminated(&mut self) -> CloseReason {
-        within("terminate", self.reasons.recv())
+    async fn closed(&mut self) -> CloseReason {
+        within("on_close", self.reasons.recv())
             .await
-            .expect("terminate ran")
+            .expect("on_close ran")
     }
 }
 
@@ -311,7 +311,7 @@ async fn idle_socket_is_closed_at_its_timeout_with_1000() {
         (1000, "idle timeout".to_owned())
     );
     drop(client);
-    assert_eq!(stack.terminated().await, CloseReason::Idle);
+    assert_eq!(stack.closed().await, CloseReason::Idle);
     stack.server.stop().await;
 }
 
@@ -343,7 +343,7 @@ async fn old_socket_is_closed_at_its_max_age_with_1001() {
     assert_eq!(close, (1001, "max connection age reached".to_owned()));
     assert!(started.elapsed() >= Duration::from_millis(300));
     drop(client);
-    assert_eq!(stack.terminated().await, CloseReason::MaxAge);
+    assert_eq!(stack.closed().await, CloseReason::MaxAge);
     stack.server.stop().await;
 }
 
@@ -360,7 +360,7 @@ async fn client_over_the_message_rate_is_closed_with_1008() {
         (1008, "message rate limit exceeded".to_owned())
     );
     drop(client);
-    assert_eq!(stack.terminated().await, CloseReason::RateLimited);
+    assert_eq!(stack.closed().await, CloseReason::RateLimited);
     stack.server.stop().await;
 }
 
@@ -378,7 +378,7 @@ async fn oversize_message_is_closed_with_1009() {
         (1009, "message too big".to_owned())
     );
     drop(client);
-    assert_eq!(stack.terminated().await, CloseReason::MessageTooBig);
+    assert_eq!(stack.closed().await, CloseReason::MessageTooBig);
     stack.server.stop().await;
 }
 

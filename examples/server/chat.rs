@@ -81,7 +81,7 @@ impl Chat {
 }
 
 impl Handler for Chat {
-    async fn init(&mut self, conn: &mut Conn) {
+    async fn on_open(&mut self, conn: &mut Conn) {
         let session = conn.session();
         self.name = match (session.identity(), session.query_param("name")) {
             (Some(identity), _) => identity.user_id().to_owned(),

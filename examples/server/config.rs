@@ -162,7 +162,7 @@ pub struct Redis {
     pub url: String,
 }
 
-/// `[transmission_limit]`: Riverside's message rate, per connection.
+/// `[transmission_limit]`: a message rate, per connection.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransmissionLimit {

@@ -152,7 +152,7 @@ impl ClientBuilder {
     }
 
     /// Connects, then runs `handler` on the client's own task. The first connect's
-    /// failure is returned here; later ones go to the handler's `on_disconnect`.
+    /// failure is returned here; later ones go to the handler's `on_close`.
     pub async fn connect<H: ClientHandler>(self, handler: H) -> Result<Client, ConnectError> {
         if let Some(problem) = self.header_error {
             return Err(ConnectError::Config(problem));

@@ -30,7 +30,7 @@ const READ_CHUNK: usize = 8 * 1024;
 const KEEP_CAPACITY: usize = 256 * 1024;
 
 /// What woke the connection.
-enum Event {
+enum Wake {
     Read,
     Eof,
     Failed(io::Error),
@@ -100,17 +100,17 @@ impl<'a> Connection<'a> {
         loop {
             let event = poll_fn(|cx| self.poll_event(cx, sleep.as_mut())).await;
             match event {
-                Event::Read => self.on_read(handler).await,
-                Event::Eof => {
+                Wake::Read => self.on_read(handler).await,
+                Wake::Eof => {
                     tracing::debug!("the server closed the TCP connection");
                     return self.ended();
                 }
-                Event::Failed(error) => {
+                Wake::Failed(error) => {
                     tracing::debug!(%error, "socket failed");
                     return self.ended();
                 }
-                Event::Close(reason) => self.start_close(reason),
-                Event::Timer => {
+                Wake::Close(reason) => self.start_close(reason),
+                Wake::Timer => {
                     if let Some(reason) = self.on_timer() {
                         return reason;
                     }
@@ -319,13 +319,13 @@ impl<'a> Connection<'a> {
     }
 
     /// Drains the queue into the write buffer, writes, then waits for input or a timer.
-    fn poll_event(&mut self, cx: &mut Context<'_>, sleep: Pin<&mut Sleep>) -> Poll<Event> {
+    fn poll_event(&mut self, cx: &mut Context<'_>, sleep: Pin<&mut Sleep>) -> Poll<Wake> {
         if self.closing.is_none() {
             while self.out.len() < HIGH_WATER {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(command)) => {
                         if let Some(close) = self.take(command) {
-                            return Poll::Ready(Event::Close(close));
+                            return Poll::Ready(Wake::Close(close));
                         }
                     }
                     Poll::Ready(None) | Poll::Pending => break,
@@ -333,20 +333,20 @@ impl<'a> Connection<'a> {
             }
         }
         if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
-            return Poll::Ready(Event::Failed(e));
+            return Poll::Ready(Wake::Failed(e));
         }
         if self.out.len() < HIGH_WATER {
             let want = self.decoder.wanted(self.rbuf.len()).max(READ_CHUNK);
             self.rbuf.reserve(want);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
-                Poll::Ready(Ok(_)) => return Poll::Ready(Event::Read),
-                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Wake::Eof),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Wake::Read),
+                Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
                 Poll::Pending => {}
             }
         }
         if sleep.poll(cx).is_ready() {
-            return Poll::Ready(Event::Timer);
+            return Poll::Ready(Wake::Timer);
         }
         Poll::Pending
     }

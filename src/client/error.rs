@@ -6,7 +6,7 @@ use http::StatusCode;
 
 /// Why connecting failed: the first connect (returned by
 /// [`ClientBuilder::connect`](super::ClientBuilder::connect)) or a reconnect (passed to
-/// [`ClientHandler::on_disconnect`](super::ClientHandler::on_disconnect)).
+/// [`ClientHandler::on_close`](super::ClientHandler::on_close)).
 ///
 /// ```
 /// use estuary::client::ConnectError;

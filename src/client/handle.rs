@@ -60,13 +60,13 @@ struct Shared {
 }
 
 /// A WebSocket client: a cloneable handle to a connection that a task of its own keeps
-/// open, reconnecting with backoff, as WebSockex does.
+/// open, reconnecting with backoff.
 ///
 /// [`Client::connect`] (or [`Client::builder`] for headers, subprotocols, TLS roots and
 /// a [`ClientConfig`]) connects, then runs the [`ClientHandler`] on the client's task.
 /// Any task may send through a clone of the handle; sends queue (bounded in bytes) and go
 /// out in order, several per write. The client runs until [`Client::close`] or until the
-/// handler's `on_disconnect` says [`Reconnect::Stop`](super::Reconnect::Stop); dropping
+/// handler's `on_close` says [`Reconnect::Stop`](super::Reconnect::Stop); dropping
 /// the handles does not stop it.
 ///
 /// ```no_run
@@ -101,7 +101,7 @@ pub struct Client {
 impl Client {
     /// Connects to a `ws://` or `wss://` URL with the default [`ClientConfig`] and runs
     /// `handler` on the connection. The first connect's failure is returned; later ones go
-    /// to [`ClientHandler::on_disconnect`].
+    /// to [`ClientHandler::on_close`].
     pub async fn connect<H: ClientHandler>(url: &str, handler: H) -> Result<Client, ConnectError> {
         Client::builder(url).connect(handler).await
     }
@@ -181,7 +181,7 @@ impl Client {
         *self.shared.state.borrow()
     }
 
-    /// Resolves once the client has stopped for good and its handler's `terminate` ran.
+    /// Resolves once the client has stopped for good and its handler's `on_stop` ran.
     pub async fn closed(&self) {
         let mut state = self.shared.state.subscribe();
         // The sender lives in `self.shared`, so the channel cannot close under us.

@@ -9,7 +9,8 @@ use super::Client;
 use crate::engine::CloseReason;
 use crate::handler::Message;
 
-/// A client's behaviour: WebSockex's callbacks, as async methods.
+/// A client's behaviour: what it does when the connection opens, a message arrives, or
+/// the connection closes, as async methods.
 ///
 /// The callbacks run one at a time on the client's own task, which owns the socket; each
 /// gets the [`Client`] handle, to send or close. The handler lives as long as the client,
@@ -24,7 +25,7 @@ use crate::handler::Message;
 /// }
 ///
 /// impl ClientHandler for Ticker {
-///     async fn on_connect(&mut self, client: &Client, _connected: &Connected) {
+///     async fn on_open(&mut self, client: &Client, _connected: &Connected) {
 ///         // Subscriptions are per connection: renew them on every reconnect.
 ///         let _ = client.send(r#"{"subscribe":"prices"}"#);
 ///     }
@@ -34,7 +35,7 @@ use crate::handler::Message;
 ///         println!("{:?}", message.as_text());
 ///     }
 ///
-///     async fn on_disconnect(
+///     async fn on_close(
 ///         &mut self,
 ///         _client: &Client,
 ///         reason: &DisconnectReason,
@@ -53,7 +54,7 @@ use crate::handler::Message;
 /// ```
 pub trait ClientHandler: Send + 'static {
     /// The connection is open (the first one, or a new one after a reconnect).
-    fn on_connect(
+    fn on_open(
         &mut self,
         client: &Client,
         connected: &Connected,
@@ -86,7 +87,7 @@ pub trait ClientHandler: Send + 'static {
     /// asked for with [`Client::close`] stops the client without asking.
     ///
     /// Default: reconnect, forever.
-    fn on_disconnect(
+    fn on_close(
         &mut self,
         client: &Client,
         reason: &DisconnectReason,
@@ -97,7 +98,7 @@ pub trait ClientHandler: Send + 'static {
     }
 
     /// The client stopped for good, for `reason`. Sends fail from here on.
-    fn terminate(
+    fn on_stop(
         &mut self,
         client: &Client,
         reason: DisconnectReason,
@@ -107,7 +108,7 @@ pub trait ClientHandler: Send + 'static {
     }
 }
 
-/// What [`ClientHandler::on_disconnect`] decides.
+/// What [`ClientHandler::on_close`] decides.
 ///
 /// ```
 /// use estuary::client::Reconnect;
@@ -120,7 +121,7 @@ pub trait ClientHandler: Send + 'static {
 pub enum Reconnect {
     /// Wait for the backoff delay, then connect again.
     AfterBackoff,
-    /// Stop the client: `terminate` runs and [`Client::closed`] resolves.
+    /// Stop the client: `on_stop` runs and [`Client::closed`] resolves.
     Stop,
 }
 
@@ -161,7 +162,7 @@ impl fmt::Display for DisconnectReason {
 /// struct Chat;
 ///
 /// impl ClientHandler for Chat {
-///     async fn on_connect(&mut self, _client: &Client, connected: &Connected) {
+///     async fn on_open(&mut self, _client: &Client, connected: &Connected) {
 ///         println!("speaking {:?}", connected.protocol());
 ///     }
 ///

@@ -1,5 +1,5 @@
-//! A WebSocket client (feature `client`; `wss://` with feature `tls`): WebSockex's job,
-//! in Rust.
+//! A WebSocket client (feature `client`; `wss://` with feature `tls`) that reconnects,
+//! keeps the connection alive and sends from any task.
 //!
 //! [`Client::connect`] opens a `ws://` or `wss://` connection (hyper's HTTP/1.1 client
 //! does the upgrade) and runs your [`ClientHandler`] on a task that owns the socket. The
@@ -7,7 +7,7 @@
 //! reassembled and UTF-8 validated, pings are answered, bad frames fail the connection
 //! with the right close code. The task keeps the connection alive with pings and a pong
 //! deadline, and when the connection ends asks the handler's
-//! [`on_disconnect`](ClientHandler::on_disconnect) whether to reconnect, after an
+//! [`on_close`](ClientHandler::on_close) whether to reconnect, after an
 //! exponential [`Backoff`] with jitter. The [`Client`] handle is cheap to clone and sends
 //! from any task; [`WhileReconnecting`] says whether sends made while disconnected wait
 //! or fail.
@@ -24,7 +24,7 @@
 //! struct Echoes;
 //!
 //! impl ClientHandler for Echoes {
-//!     async fn on_connect(&mut self, client: &Client, _connected: &Connected) {
+//!     async fn on_open(&mut self, client: &Client, _connected: &Connected) {
 //!         let _ = client.send("hello");
 //!     }
 //!
@@ -32,7 +32,7 @@
 //!         println!("< {}", message.as_text().unwrap_or("(binary)"));
 //!     }
 //!
-//!     async fn on_disconnect(&mut self, _c: &Client, reason: &DisconnectReason, attempt: u32) -> Reconnect {
+//!     async fn on_close(&mut self, _c: &Client, reason: &DisconnectReason, attempt: u32) -> Reconnect {
 //!         eprintln!("{reason}; reconnect attempt {}", attempt + 1);
 //!         Reconnect::AfterBackoff
 //!     }

@@ -1,5 +1,5 @@
 //! The client's task: runs each connection, asks the handler whether to reconnect, waits
-//! out the backoff, connects again, and calls `terminate` at the end.
+//! out the backoff, connects again, and calls `on_stop` at the end.
 
 use std::sync::Arc;
 
@@ -37,12 +37,12 @@ pub(crate) async fn run<H: ClientHandler>(
             if client.policy() == WhileReconnecting::Fail {
                 drop_queued(&client, &mut rx);
             }
-            let decision = guarded(|| handler.on_disconnect(&client, &reason, attempt)).await;
+            let decision = guarded(|| handler.on_close(&client, &reason, attempt)).await;
             match decision {
                 Ok(Reconnect::AfterBackoff) => {}
                 Ok(Reconnect::Stop) => break 'client reason,
                 Err(()) => {
-                    tracing::error!("client handler panicked in on_disconnect");
+                    tracing::error!("client handler panicked in on_close");
                     break 'client reason;
                 }
             }
@@ -69,11 +69,8 @@ pub(crate) async fn run<H: ClientHandler>(
     };
     client.stop();
     tracing::debug!(%reason, "client stopping");
-    if guarded(|| handler.terminate(&client, reason))
-        .await
-        .is_err()
-    {
-        tracing::error!("client handler panicked in terminate");
+    if guarded(|| handler.on_stop(&client, reason)).await.is_err() {
+        tracing::error!("client handler panicked in on_stop");
     }
 }
 
@@ -91,11 +88,11 @@ async fn open<H: ClientHandler>(
         read_buf,
         connected,
     } = established;
-    if guarded(|| handler.on_connect(client, &connected))
+    if guarded(|| handler.on_open(client, &connected))
         .await
         .is_err()
     {
-        tracing::error!("client handler panicked in on_connect");
+        tracing::error!("client handler panicked in on_open");
         return CloseReason::HandlerPanic;
     }
     Connection::new(stream, read_buf, config, client, rx)

@@ -7,7 +7,7 @@ use std::fmt;
 /// which are the code.
 pub const MAX_CLOSE_REASON: usize = 123;
 
-/// Why a connection ended, as the handler's `terminate` sees it.
+/// Why a connection ended, as the handler's `on_close` sees it.
 ///
 /// [`CloseReason::code`] is the close code the engine sent (or received) for it.
 ///

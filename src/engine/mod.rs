@@ -101,7 +101,7 @@ impl Io for TcpStream {
 impl Io for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
 
 /// What woke the engine.
-enum Event {
+enum Wake {
     Read,
     Eof,
     Failed(io::Error),
@@ -168,7 +168,7 @@ impl<S: Io> Engine<S> {
         }
     }
 
-    /// Runs the connection to its end, then the handler's `terminate`.
+    /// Runs the connection to its end, then the handler's `on_close`.
     pub(crate) async fn run<H: Handler>(mut self, mut handler: H, mut conn: Conn) {
         let sleep = tokio::time::sleep_until(self.next_deadline(&conn));
         tokio::pin!(sleep);
@@ -176,8 +176,11 @@ impl<S: Io> Engine<S> {
 
         // Callbacks and steps that run once per connection are boxed, so the connection's
         // future does not reserve their room for its whole life.
-        if Box::pin(guarded(|| handler.init(&mut conn))).await.is_err() {
-            panicked("init");
+        if Box::pin(guarded(|| handler.on_open(&mut conn)))
+            .await
+            .is_err()
+        {
+            panicked("on_open");
             conn.start_close(CloseReason::HandlerPanic);
         }
         let ending = self.drive(&mut handler, &mut conn, sleep.as_mut()).await;
@@ -196,11 +199,11 @@ impl<S: Io> Engine<S> {
         self.traffic.flush(Instant::now());
         metrics::connection_closed(&reason);
         tracing::debug!(%reason, "websocket closed");
-        if Box::pin(guarded(|| handler.terminate(&mut conn, reason)))
+        if Box::pin(guarded(|| handler.on_close(&mut conn, reason)))
             .await
             .is_err()
         {
-            panicked("terminate");
+            panicked("on_close");
         }
     }
 
@@ -214,28 +217,29 @@ impl<S: Io> Engine<S> {
         loop {
             let event = poll_fn(|cx| self.poll_event(cx, conn, sleep.as_mut())).await;
             match event {
-                Event::Read => {
+                Wake::Read => {
                     if let Some(ending) = self.on_read(handler, conn).await {
                         return ending;
                     }
                 }
-                Event::Eof => return Ending::Drop,
-                Event::Failed(e) => {
+                Wake::Eof => return Ending::Drop,
+                Wake::Failed(e) => {
                     tracing::debug!(error = %e, "websocket I/O failed");
                     return Ending::Drop;
                 }
-                Event::Queued(Outbound::Info(info)) => {
-                    if !conn.is_closing() && guarded(|| handler.on_info(conn, info)).await.is_err()
+                Wake::Queued(Outbound::Event(event)) => {
+                    if !conn.is_closing()
+                        && guarded(|| handler.on_event(conn, event)).await.is_err()
                     {
-                        panicked("on_info");
+                        panicked("on_event");
                         conn.start_close(CloseReason::HandlerPanic);
                     }
                 }
-                Event::Queued(Outbound::Close(reason)) => conn.start_close(reason),
-                Event::Queued(Outbound::Frame(_)) => {
+                Wake::Queued(Outbound::Close(reason)) => conn.start_close(reason),
+                Wake::Queued(Outbound::Frame(_)) => {
                     unreachable!("frames are written in poll_event")
                 }
-                Event::Timer => {
+                Wake::Timer => {
                     if let Some(ending) = self.on_timer(conn) {
                         return ending;
                     }
@@ -425,13 +429,13 @@ impl<S: Io> Engine<S> {
         cx: &mut Context<'_>,
         conn: &mut Conn,
         mut sleep: Pin<&mut Sleep>,
-    ) -> Poll<Event> {
+    ) -> Poll<Wake> {
         if !conn.is_closing() {
             // Checked even while too much is unsent to drain the queue: a peer that stopped
             // reading is exactly the one a full queue must disconnect.
             let mut queued = self.queue.drain(cx.waker());
             if self.queue.is_doomed() {
-                return Poll::Ready(Event::Queued(Outbound::Close(CloseReason::SlowConsumer)));
+                return Poll::Ready(Wake::Queued(Outbound::Close(CloseReason::SlowConsumer)));
             }
             let out = conn.out();
             let mut drained = false;
@@ -443,7 +447,7 @@ impl<S: Io> Engine<S> {
                         self.traffic.messages_out += 1;
                         out.extend_from_slice(&frame);
                     }
-                    Some(other) => return Poll::Ready(Event::Queued(other)),
+                    Some(other) => return Poll::Ready(Wake::Queued(other)),
                     None => break,
                 }
             }
@@ -457,7 +461,7 @@ impl<S: Io> Engine<S> {
             }
         }
         if let Poll::Ready(Err(e)) = self.poll_write_out(cx, conn.out()) {
-            return Poll::Ready(Event::Failed(e));
+            return Poll::Ready(Wake::Failed(e));
         }
         if conn.out().len() < HIGH_WATER {
             // Room for the frame in progress, but at most double what has arrived: a
@@ -469,17 +473,17 @@ impl<S: Io> Engine<S> {
                 .min(arrived)
                 .max(READ_CHUNK);
             match self.io.poll_read_into(cx, &mut self.rbuf, want) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Wake::Eof),
                 Poll::Ready(Ok(n)) => {
                     self.traffic.bytes_in += n as u64;
-                    return Poll::Ready(Event::Read);
+                    return Poll::Ready(Wake::Read);
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
                 Poll::Pending => {}
             }
         }
         if sleep.poll(cx).is_ready() {
-            return Poll::Ready(Event::Timer);
+            return Poll::Ready(Wake::Timer);
         }
         Poll::Pending
     }

@@ -11,14 +11,14 @@ use futures_util::task::AtomicWaker;
 use super::close::{validate_outgoing, CloseError, CloseReason};
 use super::config::SlowConsumerPolicy;
 use super::prepared::Prepared;
-use crate::handler::{Info, Message};
+use crate::handler::{Event, Message};
 
 /// What other tasks put in a connection's queue.
 pub(crate) enum Outbound {
     /// An encoded frame, written as-is.
     Frame(Bytes),
-    /// An event for the handler's `on_info`.
-    Info(Info),
+    /// An event for the handler's `on_event`.
+    Event(Event),
     /// Close the connection for this reason.
     Close(CloseReason),
 }
@@ -103,7 +103,7 @@ impl QueueState {
 /// struct Ticker;
 ///
 /// impl Handler for Ticker {
-///     async fn init(&mut self, conn: &mut Conn) {
+///     async fn on_open(&mut self, conn: &mut Conn) {
 ///         let handle = conn.handle();
 ///         tokio::spawn(async move {
 ///             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -154,9 +154,9 @@ impl SessionHandle {
         self.push(Outbound::Frame(bytes.clone()))
     }
 
-    /// Queues a server-side event for the handler's `on_info`.
-    pub fn send_info(&self, info: Info) -> Result<(), SendError> {
-        self.push(Outbound::Info(info))
+    /// Queues a server-side event for the handler's `on_event`.
+    pub fn send_event(&self, event: Event) -> Result<(), SendError> {
+        self.push(Outbound::Event(event))
     }
 
     /// Asks the connection to close with `code` and `reason`.

@@ -100,7 +100,7 @@ impl Conn {
     ///
     /// The code must be one a peer may receive (1000-1003, 1007-1014, 3000-4999) and the
     /// reason at most 123 bytes. Messages sent after this fail with `SendError::Closed`;
-    /// `terminate` runs once the client answers or the close timeout passes.
+    /// `on_close` runs once the client answers or the close timeout passes.
     pub fn close(&mut self, code: u16, reason: &str) -> Result<(), CloseError> {
         validate_outgoing(code, reason)?;
         if self.closing.is_some() {
@@ -144,7 +144,7 @@ impl Conn {
         self.hub.hub().channels_of(self.hub.id())
     }
 
-    /// Registers this connection under a unique name (Antikythera's `Registry.Unique`),
+    /// Registers this connection under a unique name,
     /// so `Target::name` reaches it. Released when the socket closes.
     pub fn register_name(&mut self, name: &str) -> Result<(), NameTaken> {
         self.hub.hub().register_name(self.hub.id(), name)

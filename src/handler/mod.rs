@@ -1,21 +1,22 @@
 //! The per-connection handler API: what a user writes.
 
 mod conn;
-mod info;
+mod event;
 mod message;
 
 use std::future::Future;
 
 pub use conn::Conn;
-pub use info::Info;
+pub use event::Event;
 pub use message::{Message, Utf8Bytes};
 
 use crate::engine::CloseReason;
 
-/// A connection's behaviour: Riverside's and Antikythera's callbacks, as async methods.
+/// A connection's behaviour: what it does when the socket opens, a message or a
+/// server-side event arrives, and the socket closes, as async methods.
 ///
 /// The service clones its handler for every connection, so fields are per-connection
-/// state, usually filled in `init`. Every callback gets the [`Conn`]: the session, and
+/// state, usually filled in `on_open`. Every callback gets the [`Conn`]: the session, and
 /// `send`, `close` and `ping`. Callbacks run one at a time on the connection's own task.
 ///
 /// ```
@@ -27,7 +28,7 @@ use crate::engine::CloseReason;
 /// }
 ///
 /// impl Handler for Counter {
-///     async fn init(&mut self, conn: &mut Conn) {
+///     async fn on_open(&mut self, conn: &mut Conn) {
 ///         let _ = conn.send("welcome");
 ///     }
 ///
@@ -36,7 +37,7 @@ use crate::engine::CloseReason;
 ///         let _ = conn.send(format!("message {} was {} bytes", self.seen, msg.len()));
 ///     }
 ///
-///     async fn terminate(&mut self, conn: &mut Conn, reason: CloseReason) {
+///     async fn on_close(&mut self, conn: &mut Conn, reason: CloseReason) {
 ///         tracing::info!(session = conn.session().id(), %reason, seen = self.seen, "closed");
 ///     }
 /// }
@@ -55,7 +56,7 @@ pub trait Handler: Clone + Send + 'static {
 
     /// Runs once the socket is open, before any message: greet, join channels, or refuse
     /// with `conn.close(..)`.
-    fn init(&mut self, conn: &mut Conn) -> impl Future<Output = ()> + Send {
+    fn on_open(&mut self, conn: &mut Conn) -> impl Future<Output = ()> + Send {
         let _ = conn;
         async {}
     }
@@ -65,13 +66,13 @@ pub trait Handler: Clone + Send + 'static {
     fn on_message(&mut self, conn: &mut Conn, message: Message) -> impl Future<Output = ()> + Send;
 
     /// A server-side event sent to this connection from elsewhere.
-    fn on_info(&mut self, conn: &mut Conn, info: Info) -> impl Future<Output = ()> + Send {
-        let _ = (conn, info);
+    fn on_event(&mut self, conn: &mut Conn, event: Event) -> impl Future<Output = ()> + Send {
+        let _ = (conn, event);
         async {}
     }
 
     /// The connection ended, for `reason`. Sends fail from here on.
-    fn terminate(
+    fn on_close(
         &mut self,
         conn: &mut Conn,
         reason: CloseReason,

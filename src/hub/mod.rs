@@ -13,7 +13,7 @@ pub(crate) use registry::ConnId;
 use registry::Registry;
 
 use crate::engine::{Prepared, SessionHandle};
-use crate::handler::{Info, Message};
+use crate::handler::{Event, Message};
 
 /// Who a delivery goes to.
 ///
@@ -162,15 +162,15 @@ pub struct HubStats {
     pub names: usize,
 }
 
-/// What a delivery carries: a frame for the client, or an event for `on_info`.
+/// What a delivery carries: a frame for the client, or an event for `on_event`.
 #[derive(Debug, Clone)]
 pub(crate) enum Payload {
     Frame(Prepared),
     Event(Bytes),
 }
 
-/// Delivery to connections from anywhere: Riverside's `deliver_*`, Antikythera's
-/// `Registry.Unique` and `Registry.Group`.
+/// Delivery to connections from anywhere: to a session, every session of a user, one
+/// session of a user, every member of a channel, or the holder of a unique name.
 ///
 /// A `Hub` is a cheap clone. Give the same hub to `WebSocketService::with_hub` and to
 /// your REST handlers; every connection registers itself, joins and leaves channels
@@ -185,7 +185,7 @@ pub(crate) enum Payload {
 /// struct Chat;
 ///
 /// impl Handler for Chat {
-///     async fn init(&mut self, conn: &mut Conn) {
+///     async fn on_open(&mut self, conn: &mut Conn) {
 ///         conn.join("lobby");
 ///     }
 ///
@@ -244,7 +244,7 @@ impl Hub {
         self.deliver(to, Payload::Frame(frame.clone()))
     }
 
-    /// Sends a server-side event, serialized as JSON, to the handlers' `on_info`.
+    /// Sends a server-side event, serialized as JSON, to the handlers' `on_event`.
     pub fn send_event<T: serde::Serialize + ?Sized>(
         &self,
         to: Target,
@@ -314,7 +314,7 @@ impl Hub {
         self.read().for_each(to, |handle| {
             let queued = match payload {
                 Payload::Frame(frame) => handle.send_prepared(frame),
-                Payload::Event(json) => handle.send_info(Info::json_bytes(json.clone())),
+                Payload::Event(json) => handle.send_event(Event::json_bytes(json.clone())),
             };
             delivered += queued.is_ok() as usize;
         });

@@ -14,7 +14,7 @@ use crate::engine::{CloseReason, Outbound, SessionHandle};
 /// `WebSocketService` finds it; in your own hyper or axum app, create one and pass it with
 /// `WebSocketService::with_shutdown`. [`Shutdown::begin`] stops new upgrades (503) and
 /// closes every open socket with 1001 "going away"; [`Shutdown::wait`] returns when every
-/// connection task has finished, `terminate` included.
+/// connection task has finished, `on_close` included.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

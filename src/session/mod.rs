@@ -21,7 +21,7 @@ use http::{Extensions, HeaderMap, Uri};
 /// struct Greeter;
 ///
 /// impl Handler for Greeter {
-///     async fn init(&mut self, conn: &mut Conn) {
+///     async fn on_open(&mut self, conn: &mut Conn) {
 ///         let session = conn.session();
 ///         let room = session.query_param("room").unwrap_or("lobby".into()).into_owned();
 ///         let greeting = format!("hello {} in {room}", session.user_id());

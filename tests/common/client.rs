@@ -37,7 +37,7 @@ pub struct Recorder {
 }
 
 impl ClientHandler for Recorder {
-    async fn on_connect(&mut self, _client: &Client, connected: &Connected) {
+    async fn on_open(&mut self, _client: &Client, connected: &Connected) {
         let _ = self
             .seen
             .send(Seen::Connected(connected.protocol().map(str::to_owned)));
@@ -51,7 +51,7 @@ impl ClientHandler for Recorder {
         let _ = self.seen.send(Seen::Pong(payload));
     }
 
-    async fn on_disconnect(
+    async fn on_close(
         &mut self,
         _client: &Client,
         reason: &DisconnectReason,
@@ -74,7 +74,7 @@ impl ClientHandler for Recorder {
         }
     }
 
-    async fn terminate(&mut self, _client: &Client, reason: DisconnectReason) {
+    async fn on_stop(&mut self, _client: &Client, reason: DisconnectReason) {
         let _ = self.seen.send(Seen::Terminated(reason.to_string()));
     }
 }

@@ -11,7 +11,7 @@ use crate::PeerAddr;
 /// headers, the query, the `Authorization` credentials already parsed, and the peer.
 ///
 /// Credentials that are absent or malformed (bad base64, no colon, not UTF-8, another
-/// scheme, an empty token) are simply `None`, as in Riverside: parsing never fails, the
+/// scheme, an empty token) are simply `None`: parsing never fails, the
 /// authenticator just finds nothing and rejects.
 ///
 /// ```

@@ -4,7 +4,7 @@ use std::time::Duration;
 ///
 /// A session-limits layer inserts this into the request extensions; the engine reads it
 /// when the socket opens. Each limit, when hit, closes the socket with a close code and a
-/// reason, and the handler's `terminate` learns which one:
+/// reason, and the handler's `on_close` learns which one:
 ///
 /// | limit | close code | reason |
 /// |---|---|---|
@@ -64,7 +64,7 @@ impl SessionLimits {
     }
 }
 
-/// At most `capacity` frames per `duration` (Riverside's `transmission_limit`).
+/// At most `capacity` frames per `duration`.
 ///
 /// ```
 /// use estuary_middleware::MessageRate;

@@ -3,7 +3,7 @@
 //! [`SessionLimitsLayer`] never answers a request: it inserts a [`SessionLimits`] into
 //! the request extensions, and the WebSocket upgrade hands it to the connection engine,
 //! which closes the socket when a limit is hit (1000 idle timeout, 1001 max age, 1008
-//! message rate, 1009 message too big) and tells the handler's `terminate` which.
+//! message rate, 1009 message too big) and tells the handler's `on_close` which.
 //! Mount different layers on different routes to give them different limits.
 //!
 //! [`SessionLimits`]: crate::SessionLimits

@@ -3,47 +3,48 @@ use std::fmt;
 
 use bytes::Bytes;
 
-/// A server-side event for one connection: it arrives in the handler's `on_info`, not at
-/// the client (Riverside's `handle_info`, Antikythera's `handle_server_message`).
+/// A server-side event for one connection: it arrives in the handler's `on_event`, not at
+/// the client: a kick, a changed permission, a notice to pass on in the application's own
+/// words.
 ///
 /// An event is either a Rust value sent in-process through a `SessionHandle`, or JSON sent
 /// through the `Hub` (which can cross nodes).
 ///
 /// ```
-/// use estuary::Info;
+/// use estuary::Event;
 ///
 /// struct Kick { reason: &'static str }
 ///
-/// let info = Info::new(Kick { reason: "spam" });
+/// let info = Event::new(Kick { reason: "spam" });
 /// assert!(info.is::<Kick>());
 /// let kick: Kick = info.downcast().ok().unwrap();
 /// assert_eq!(kick.reason, "spam");
 ///
-/// let event = Info::from_json(&serde_json::json!({"type": "kick"})).unwrap();
+/// let event = Event::from_json(&serde_json::json!({"type": "kick"})).unwrap();
 /// let value: serde_json::Value = event.json().unwrap();
 /// assert_eq!(value["type"], "kick");
 /// ```
-pub struct Info(Inner);
+pub struct Event(Inner);
 
 enum Inner {
     Value(Box<dyn Any + Send>),
     Json(Bytes),
 }
 
-impl Info {
+impl Event {
     /// Wraps any value as an event.
     pub fn new<T: Any + Send>(value: T) -> Self {
-        Info(Inner::Value(Box::new(value)))
+        Event(Inner::Value(Box::new(value)))
     }
 
     /// An event holding `value` serialized as JSON.
     pub fn from_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        Ok(Info(Inner::Json(serde_json::to_vec(value)?.into())))
+        Ok(Event(Inner::Json(serde_json::to_vec(value)?.into())))
     }
 
     /// An event holding JSON bytes (shared between recipients, not copied).
     pub(crate) fn json_bytes(bytes: Bytes) -> Self {
-        Info(Inner::Json(bytes))
+        Event(Inner::Json(bytes))
     }
 
     /// Whether the event holds a `T`.
@@ -60,10 +61,10 @@ impl Info {
     }
 
     /// Takes the event out, if it is a `T`; otherwise gives it back.
-    pub fn downcast<T: Any>(self) -> Result<T, Info> {
+    pub fn downcast<T: Any>(self) -> Result<T, Event> {
         match self.0 {
-            Inner::Value(v) => v.downcast().map(|b| *b).map_err(|v| Info(Inner::Value(v))),
-            json => Err(Info(json)),
+            Inner::Value(v) => v.downcast().map(|b| *b).map_err(|v| Event(Inner::Value(v))),
+            json => Err(Event(json)),
         }
     }
 
@@ -86,14 +87,14 @@ impl Info {
     }
 }
 
-impl fmt::Debug for Info {
+impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Inner::Json(bytes) => f
-                .debug_tuple("Info")
+                .debug_tuple("Event")
                 .field(&String::from_utf8_lossy(bytes))
                 .finish(),
-            Inner::Value(_) => f.debug_tuple("Info").finish_non_exhaustive(),
+            Inner::Value(_) => f.debug_tuple("Event").finish_non_exhaustive(),
         }
     }
 }
