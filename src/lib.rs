@@ -31,19 +31,24 @@ mod engine;
 mod handler;
 mod hub;
 mod metrics;
+mod protocol;
+mod queue;
 mod server;
 mod session;
+mod transport;
 mod upgrade;
 
 /// The tower layers (the `estuary-middleware` crate).
 pub use estuary_middleware as middleware;
 
-pub use engine::{
-    CloseError, CloseReason, Prepared, ProtocolError, SendError, SessionHandle, SlowConsumerPolicy,
-    WebSocketConfig,
-};
-pub use handler::{handler_fn, Conn, Event, Handler, HandlerFn, Message, Utf8Bytes};
+pub use engine::WebSocketConfig;
+pub use handler::{handler_fn, Conn, Handler, HandlerFn};
 pub use hub::{Hub, HubError, HubStats, Member, NameTaken, Target};
+pub use protocol::{
+    close_code, CloseError, CloseReason, Message, Prepared, ProtocolError, Utf8Bytes,
+    MAX_CLOSE_REASON,
+};
+pub use queue::{Event, SendError, SessionHandle, SlowConsumerPolicy};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
 #[cfg(feature = "tls")]
 pub use server::{tls_from_pem, TlsError, TlsFile};

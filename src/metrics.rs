@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::engine::CloseReason;
+use crate::protocol::CloseReason;
 
 /// How stale the traffic counters may get while a connection is busy: it adds its counts
 /// at most this often, rather than after every read (with the Prometheus recorder, four

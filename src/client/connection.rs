@@ -17,10 +17,11 @@ use super::handle::{ClientState, Command};
 use super::handler::ClientHandler;
 use super::stream::Stream;
 use super::{Client, ClientConfig};
-use crate::engine::codec::{encode_close, encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
-use crate::engine::guarded;
-use crate::engine::CloseReason;
-use crate::handler::Message;
+use crate::protocol::codec::{
+    encode_close, encode_frame, DecodeError, Decoder, Frame, OpCode, Role,
+};
+use crate::protocol::{CloseReason, Message};
+use crate::transport::guarded;
 
 /// Above this many unwritten bytes the connection stops taking from the queue and reading.
 const HIGH_WATER: usize = 64 * 1024;

@@ -9,9 +9,7 @@ use super::builder::ClientBuilder;
 use super::config::{ClientConfig, WhileReconnecting};
 use super::error::{ConnectError, SendError};
 use super::handler::ClientHandler;
-use crate::engine::close::validate_outgoing;
-use crate::engine::CloseError;
-use crate::handler::Message;
+use crate::protocol::{validate_outgoing, CloseError, Message};
 
 /// What the handle asks of the client's task, in order.
 pub(crate) enum Command {

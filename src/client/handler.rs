@@ -6,8 +6,7 @@ use http::HeaderMap;
 
 use super::error::ConnectError;
 use super::Client;
-use crate::engine::CloseReason;
-use crate::handler::Message;
+use crate::protocol::{CloseReason, Message};
 
 /// A client's behaviour: what it does when the connection opens, a message arrives, or
 /// the connection closes, as async methods.

@@ -11,7 +11,8 @@ use super::handle::{ClientState, Command};
 use super::handler::{ClientHandler, DisconnectReason, Reconnect};
 use super::handshake::{Connector, Established};
 use super::Client;
-use crate::engine::{guarded, CloseReason};
+use crate::protocol::CloseReason;
+use crate::transport::guarded;
 
 /// Runs the client until it stops.
 pub(crate) async fn run<H: ClientHandler>(

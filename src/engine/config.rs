@@ -2,22 +2,7 @@ use std::time::Duration;
 
 use estuary_middleware::SessionLimits;
 
-/// What the engine does when a peer reads slower than the server sends to it.
-///
-/// ```
-/// use estuary::{SlowConsumerPolicy, WebSocketConfig};
-///
-/// let config = WebSocketConfig::default().with_slow_consumer(SlowConsumerPolicy::DropNewest);
-/// assert_eq!(config.slow_consumer, SlowConsumerPolicy::DropNewest);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SlowConsumerPolicy {
-    /// Close the connection with 1008 "slow consumer" (the default).
-    #[default]
-    Disconnect,
-    /// Refuse the message that does not fit; the sender gets `SendError::QueueFull`.
-    DropNewest,
-}
+use crate::queue::SlowConsumerPolicy;
 
 /// How the connection engine runs a socket. A plain struct with documented defaults.
 ///

@@ -6,16 +6,10 @@
 //! Reading stops while too much is unsent, which pushes back on a peer that sends without
 //! reading.
 
-pub(crate) mod close;
-pub(crate) mod codec;
 mod config;
-mod prepared;
-mod queue;
-mod utf8;
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -23,19 +17,16 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use estuary_middleware::SessionLimits;
-use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-pub use close::{CloseError, CloseReason, ProtocolError};
-pub use config::{SlowConsumerPolicy, WebSocketConfig};
-pub use prepared::Prepared;
-pub(crate) use queue::Outbound;
-pub use queue::{SendError, SessionHandle};
+pub use config::WebSocketConfig;
 
-use codec::{encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
-pub(crate) use queue::QueueState;
+use crate::protocol::codec::{encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
+use crate::protocol::CloseReason;
+use crate::queue::{Outbound, QueueState};
+use crate::transport::guarded;
 
 use crate::handler::{Conn, Handler};
 use crate::metrics::{self, Traffic};
@@ -545,15 +536,4 @@ fn panicked(callback: &'static str) {
         callback,
         "handler panicked; closing its connection with 1011"
     );
-}
-
-/// Runs a handler callback, turning a panic into an error: one while the callback
-/// builds its future (a closure handler does all its work there) or while the future
-/// runs.
-pub(crate) async fn guarded<F: Future>(callback: impl FnOnce() -> F) -> Result<F::Output, ()> {
-    let future = std::panic::catch_unwind(AssertUnwindSafe(callback)).map_err(|_| ())?;
-    AssertUnwindSafe(future)
-        .catch_unwind()
-        .await
-        .map_err(|_| ())
 }

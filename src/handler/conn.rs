@@ -1,10 +1,9 @@
 use bytes::BytesMut;
 
-use crate::engine::close::{validate_outgoing, CloseError, CloseReason};
-use crate::engine::codec::{encode_close, encode_frame, OpCode};
-use crate::engine::{Prepared, SendError, SessionHandle, SlowConsumerPolicy};
-use crate::handler::Message;
 use crate::hub::{Hub, HubRegistration, NameTaken};
+use crate::protocol::codec::{encode_close, encode_frame, OpCode};
+use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
+use crate::queue::{SendError, SessionHandle, SlowConsumerPolicy};
 use crate::session::Session;
 
 /// The handler's view of its connection: the session, and ways to send and close.

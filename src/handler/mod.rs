@@ -1,16 +1,13 @@
 //! The per-connection handler API: what a user writes.
 
 mod conn;
-mod event;
-mod message;
 
 use std::future::Future;
 
 pub use conn::Conn;
-pub use event::Event;
-pub use message::{Message, Utf8Bytes};
 
-use crate::engine::CloseReason;
+use crate::protocol::{CloseReason, Message};
+use crate::queue::Event;
 
 /// A connection's behaviour: what it does when the socket opens, a message or a
 /// server-side event arrives, and the socket closes, as async methods.

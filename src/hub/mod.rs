@@ -12,8 +12,8 @@ use bytes::Bytes;
 pub(crate) use registry::ConnId;
 use registry::Registry;
 
-use crate::engine::{Prepared, SessionHandle};
-use crate::handler::{Event, Message};
+use crate::protocol::{Message, Prepared};
+use crate::queue::{Event, SessionHandle};
 
 /// Who a delivery goes to.
 ///

@@ -23,8 +23,7 @@ use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
 use super::{ConnId, Hub, HubError, HubInner, Member, Payload, Target};
-use crate::engine::Prepared;
-use crate::handler::{Message, Utf8Bytes};
+use crate::protocol::{Message, Prepared, Utf8Bytes};
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const HEARTBEAT_TTL_SECS: u64 = 6;

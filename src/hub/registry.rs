@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{Member, NameTaken, Target};
-use crate::engine::SessionHandle;
+use crate::queue::SessionHandle;
 
 /// A connection's key in the registry: unique for the life of the process, unlike a
 /// session id, which an authenticator may reuse.

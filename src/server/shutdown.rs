@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{CloseReason, Outbound, SessionHandle};
+use crate::protocol::CloseReason;
+use crate::queue::{Outbound, SessionHandle};
 
 /// Graceful shutdown for WebSocket connections: a registry of live sockets and their tasks.
 ///

@@ -19,9 +19,10 @@ use tracing::Instrument;
 
 pub use handshake::HandshakeError;
 
-use crate::engine::{Engine, QueueState, SessionHandle, WebSocketConfig};
+use crate::engine::{Engine, WebSocketConfig};
 use crate::handler::{Conn, Handler};
 use crate::hub::Hub;
+use crate::queue::{QueueState, SessionHandle};
 use crate::server::Shutdown;
 use crate::session::Session;
 

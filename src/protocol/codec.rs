@@ -12,8 +12,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::close::{is_valid_wire_code, ProtocolError};
+use super::message::{Message, Utf8Bytes};
 use super::utf8::Utf8Validator;
-use crate::handler::{Message, Utf8Bytes};
 
 /// Which end of the connection this codec runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,44 @@
 
 use std::fmt;
 
+/// Close codes by name (RFC 6455 7.4.1 and the IANA registry), for `Conn::close` and for
+/// matching what a peer sent.
+///
+/// ```
+/// use estuary::close_code;
+///
+/// assert_eq!(close_code::NORMAL, 1000);
+/// assert_eq!(close_code::POLICY, 1008);
+/// ```
+pub mod close_code {
+    /// The purpose the connection was made for is fulfilled.
+    pub const NORMAL: u16 = 1000;
+    /// The endpoint is going away: a server shutting down, a browser leaving the page.
+    pub const AWAY: u16 = 1001;
+    /// The peer broke the protocol.
+    pub const PROTOCOL: u16 = 1002;
+    /// The peer sent a kind of data the endpoint cannot accept.
+    pub const UNSUPPORTED: u16 = 1003;
+    /// No status code was present (never sent on the wire).
+    pub const STATUS: u16 = 1005;
+    /// The connection closed without a close frame (never sent on the wire).
+    pub const ABNORMAL: u16 = 1006;
+    /// A message's data did not match its type: invalid UTF-8 in a text message.
+    pub const INVALID: u16 = 1007;
+    /// The peer broke a policy: a rate limit, a slow consumer.
+    pub const POLICY: u16 = 1008;
+    /// A message was too big to process.
+    pub const SIZE: u16 = 1009;
+    /// The client expected an extension the server did not negotiate.
+    pub const EXTENSION: u16 = 1010;
+    /// The server hit an unexpected condition (a handler panicked).
+    pub const ERROR: u16 = 1011;
+    /// The server is restarting.
+    pub const RESTART: u16 = 1012;
+    /// The server is overloaded: try again later.
+    pub const AGAIN: u16 = 1013;
+}
+
 /// The largest close reason, in bytes: a control frame carries at most 125 bytes, two of
 /// which are the code.
 pub const MAX_CLOSE_REASON: usize = 123;
@@ -62,13 +100,13 @@ impl CloseReason {
     pub fn code(&self) -> u16 {
         match self {
             CloseReason::Remote { code, .. } | CloseReason::Local { code, .. } => *code,
-            CloseReason::Idle => 1000,
-            CloseReason::MaxAge | CloseReason::Shutdown => 1001,
-            CloseReason::RateLimited | CloseReason::SlowConsumer => 1008,
-            CloseReason::MessageTooBig => 1009,
+            CloseReason::Idle => close_code::NORMAL,
+            CloseReason::MaxAge | CloseReason::Shutdown => close_code::AWAY,
+            CloseReason::RateLimited | CloseReason::SlowConsumer => close_code::POLICY,
+            CloseReason::MessageTooBig => close_code::SIZE,
             CloseReason::Protocol(e) => e.code(),
-            CloseReason::HandlerPanic => 1011,
-            CloseReason::ConnectionLost => 1006,
+            CloseReason::HandlerPanic => close_code::ERROR,
+            CloseReason::ConnectionLost => close_code::ABNORMAL,
         }
     }
 
@@ -131,8 +169,8 @@ impl ProtocolError {
     /// 1007 for bad UTF-8, 1002 for everything else.
     pub fn code(&self) -> u16 {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => 1007,
-            _ => 1002,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => close_code::INVALID,
+            _ => close_code::PROTOCOL,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The per-connection outbound queue, and the handle other tasks send through.
+//! The per-connection outbound queue, the handle other tasks send through, and what
+//! happens when a peer reads too slowly.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -8,10 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
-use super::close::{validate_outgoing, CloseError, CloseReason};
-use super::config::SlowConsumerPolicy;
-use super::prepared::Prepared;
-use crate::handler::{Event, Message};
+use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
+
+mod event;
+
+pub use event::Event;
 
 /// What other tasks put in a connection's queue.
 pub(crate) enum Outbound {
@@ -88,6 +90,23 @@ impl QueueState {
         // guards a consistent queue.
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What a connection does when its peer reads slower than the server sends to it.
+///
+/// ```
+/// use estuary::{SlowConsumerPolicy, WebSocketConfig};
+///
+/// let config = WebSocketConfig::default().with_slow_consumer(SlowConsumerPolicy::DropNewest);
+/// assert_eq!(config.slow_consumer, SlowConsumerPolicy::DropNewest);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with 1008 "slow consumer" (the default).
+    #[default]
+    Disconnect,
+    /// Refuse the message that does not fit; the sender gets `SendError::QueueFull`.
+    DropNewest,
 }
 
 /// A cloneable handle that sends to one connection from any task.

@@ -1,7 +1,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::codec::{encode_frame, OpCode};
-use crate::handler::Message;
+use super::message::Message;
 
 /// A server frame encoded once, to be written as-is to any number of sockets.
 ///
