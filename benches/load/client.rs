@@ -64,6 +64,16 @@ impl Connection {
         Self::connect(addr, path, READ_BUFFER_SIZE).await
     }
 
+    /// Like [`Connection::open`] with a read buffer of `buffer_size` bytes, for replies
+    /// larger than the default buffer holds.
+    pub async fn open_with_buffer(
+        addr: SocketAddr,
+        path: &str,
+        buffer_size: usize,
+    ) -> anyhow::Result<Self> {
+        Self::connect(addr, path, buffer_size.max(READ_BUFFER_SIZE)).await
+    }
+
     /// Like [`Connection::open`] with a small read buffer, for the thousands of
     /// connections that mostly wait; it returns once the `greeting` messages the server
     /// sends on its own after the upgrade (Estuary's chat: welcome and joined) have arrived,

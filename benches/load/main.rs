@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench load -- [--quick] [--rounds N]
-//!     [--scenarios echo,ping-pong,idle,handshake,fan-out]
+//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out]
 //!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
 //!
@@ -40,6 +40,7 @@ mod cpu;
 mod estuary_bare;
 mod frames;
 mod machine;
+mod memory;
 mod metric;
 mod report;
 mod scenarios;
@@ -85,7 +86,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,ping-pong,idle,handshake,fan-out"
+        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out"
     )]
     scenarios: Vec<Scenario>,
 

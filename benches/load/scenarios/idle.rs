@@ -12,10 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use tokio::time::sleep;
 
 use super::{open_quiet_connections, Outcome};
+use crate::memory::{memory, Memory};
 use crate::metric::{Better, Measurement, Metric};
 use crate::servers::{ServerKind, Target};
 
@@ -172,15 +172,6 @@ pub async fn run(target: &Target, settings: &IdleSettings) -> anyhow::Result<Out
     })
 }
 
-/// A process's resident memory, in bytes.
-#[derive(Debug, Clone, Copy)]
-struct Memory {
-    /// VmRSS: everything resident.
-    rss: u64,
-    /// RssAnon: the resident heap, stacks and other anonymous pages.
-    anon: u64,
-}
-
 /// Reads the memory of process `pid` until RSS has moved less than [`SETTLED_BYTES`] over
 /// a settle window, or the settle limit has passed.
 async fn settled_memory(pid: u32, settings: &IdleSettings) -> anyhow::Result<Memory> {
@@ -209,27 +200,4 @@ async fn settled_memory(pid: u32, settings: &IdleSettings) -> anyhow::Result<Mem
         }
     }
     Ok(*readings.last().expect("at least one reading was taken"))
-}
-
-/// VmRSS and RssAnon of process `pid`, from `/proc/PID/status`.
-fn memory(pid: u32) -> anyhow::Result<Memory> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .with_context(|| format!("{path}: no {name}"))?;
-        let kilobytes = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .with_context(|| format!("{path}: unreadable line {line:?}"))?;
-        Ok(kilobytes * 1024)
-    };
-    Ok(Memory {
-        rss: field("VmRSS:")?,
-        anon: field("RssAnon:")?,
-    })
 }

@@ -10,6 +10,7 @@ mod fan_out;
 mod handshake;
 mod idle;
 mod ping_pong;
+mod request_response;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use fan_out::FanOutSettings;
 pub use handshake::HandshakeSettings;
 pub use idle::IdleSettings;
 pub use ping_pong::PingPongSettings;
+pub use request_response::RequestResponseSettings;
 
 /// How long a connection may wait for any reply before the scenario fails.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +42,7 @@ pub struct Settings {
     pub quiet_wait: Duration,
     pub echo: EchoSettings,
     pub ping_pong: PingPongSettings,
+    pub request_response: RequestResponseSettings,
     pub idle: IdleSettings,
     pub handshake: HandshakeSettings,
     pub fan_out: FanOutSettings,
@@ -57,6 +60,7 @@ impl Settings {
             quiet_wait: Duration::from_secs(30),
             echo: EchoSettings::new(quick),
             ping_pong: PingPongSettings::new(quick),
+            request_response: RequestResponseSettings::new(quick),
             idle: IdleSettings::new(quick),
             handshake: HandshakeSettings::new(quick),
             fan_out: FanOutSettings::new(quick),
@@ -71,6 +75,7 @@ impl Settings {
             quiet_wait: Duration::ZERO,
             echo: EchoSettings::smoke(),
             ping_pong: PingPongSettings::smoke(),
+            request_response: RequestResponseSettings::smoke(),
             idle: IdleSettings::smoke(),
             handshake: HandshakeSettings::smoke(),
             fan_out: FanOutSettings::smoke(),
@@ -122,6 +127,9 @@ pub enum Scenario {
     Echo,
     /// One connection, one message in flight: round-trip latency.
     PingPong,
+    /// Many connections, one message in flight on each, at several sizes: messages per
+    /// second, and peak memory.
+    RequestResponse,
     /// Ten thousand connections doing nothing: the server's memory per connection.
     Idle,
     /// Connect, upgrade, close, many at once: handshakes per second.
@@ -132,9 +140,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Echo,
         Scenario::PingPong,
+        Scenario::RequestResponse,
         Scenario::Idle,
         Scenario::Handshake,
         Scenario::FanOut,
@@ -145,6 +154,7 @@ impl Scenario {
         match self {
             Scenario::Echo => "pipelined echo",
             Scenario::PingPong => "ping-pong latency",
+            Scenario::RequestResponse => "request/response",
             Scenario::Idle => "idle memory",
             Scenario::Handshake => "handshakes",
             Scenario::FanOut => "fan-out",
@@ -156,6 +166,7 @@ impl Scenario {
         match self {
             Scenario::Echo => echo::METRICS,
             Scenario::PingPong => ping_pong::METRICS,
+            Scenario::RequestResponse => request_response::METRICS,
             Scenario::Idle => idle::METRICS,
             Scenario::Handshake => handshake::METRICS,
             Scenario::FanOut => fan_out::METRICS,
@@ -183,7 +194,7 @@ impl Scenario {
 
     /// Whether the scenario wants a server process that has never served anything.
     pub fn wants_fresh_server(self) -> bool {
-        self == Scenario::Idle
+        matches!(self, Scenario::Idle | Scenario::RequestResponse)
     }
 
     /// Runs the scenario once against `target`, within a time limit derived from `settings`.
@@ -193,6 +204,9 @@ impl Scenario {
             match self {
                 Scenario::Echo => echo::run(target, &settings.echo).await,
                 Scenario::PingPong => ping_pong::run(target, &settings.ping_pong).await,
+                Scenario::RequestResponse => {
+                    request_response::run(target, &settings.request_response).await
+                }
                 Scenario::Idle => idle::run(target, &settings.idle).await,
                 Scenario::Handshake => handshake::run(target, &settings.handshake).await,
                 Scenario::FanOut => fan_out::run(target, &settings.fan_out).await,
@@ -209,6 +223,10 @@ impl Scenario {
         match self {
             Scenario::Echo => setup + settings.echo.warmup + settings.echo.window,
             Scenario::PingPong => setup + Duration::from_secs(60),
+            Scenario::RequestResponse => {
+                let rr = &settings.request_response;
+                setup * 3 + (rr.warmup + rr.window + Duration::from_secs(10)) * 3
+            }
             Scenario::Idle => setup + Duration::from_secs(90) + settings.idle.settle_limit,
             Scenario::Handshake => setup + Duration::from_secs(120),
             Scenario::FanOut => {
