@@ -123,7 +123,7 @@ async fn vanished_clients_are_found_within_the_keepalive_deadline_and_leave_noth
     // The server floods the non-readers' channel until they are gone.
     let flood_hub = hub.clone();
     let flood = tokio::spawn(async move {
-        let chunk = estuary::Prepared::new(&Message::binary(vec![7u8; 16 << 10]));
+        let chunk = estuary::Prepared::new(Message::binary(vec![7u8; 16 << 10]));
         while flood_hub.send_prepared(Target::channel("flood"), &chunk) > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -1,15 +1,15 @@
-//! One open connection, run to its end on the client's task: like the server's engine,
-//! the task owns the socket, drains whatever the handle queued into one buffer, writes it
-//! with one call, and reads into a `BytesMut` that the codec decodes in place.
+//! One open connection, run to its end on the client's task. Like the server's engine, it
+//! runs on the shared [`transport`](crate::transport): the task owns the socket, drains
+//! whatever the handle queued into the writer, writes it with one call, and reads into a
+//! buffer that the codec decodes in place.
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWrite;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, Sleep};
 
@@ -17,18 +17,9 @@ use super::handle::{ClientState, Command};
 use super::handler::ClientHandler;
 use super::stream::Stream;
 use super::{Client, ClientConfig};
-use crate::protocol::codec::{
-    encode_close, encode_frame, DecodeError, Decoder, Frame, OpCode, Role,
-};
+use crate::protocol::codec::{DecodeError, Frame, OpCode, Role};
 use crate::protocol::{CloseReason, Message};
-use crate::transport::guarded;
-
-/// Above this many unwritten bytes the connection stops taking from the queue and reading.
-const HIGH_WATER: usize = 64 * 1024;
-/// The smallest read.
-const READ_CHUNK: usize = 8 * 1024;
-/// Buffers that grew past this for a large message are released once empty.
-const KEEP_CAPACITY: usize = 256 * 1024;
+use crate::transport::{guarded, Reader, Writer, HIGH_WATER};
 
 /// What woke the connection.
 enum Wake {
@@ -43,9 +34,8 @@ enum Wake {
 /// An open connection's socket, buffers and timers.
 pub(crate) struct Connection<'a> {
     io: Stream,
-    rbuf: BytesMut,
-    out: BytesMut,
-    decoder: Decoder,
+    reader: Reader,
+    writer: Writer,
     config: &'a ClientConfig,
     client: &'a Client,
     rx: &'a mut UnboundedReceiver<Command>,
@@ -53,14 +43,11 @@ pub(crate) struct Connection<'a> {
     next_ping: Option<Instant>,
     /// When the keep-alive ping that is out was sent.
     ping_sent: Option<Instant>,
-    /// Why the connection is closing, once it is.
-    closing: Option<CloseReason>,
     /// When the connection is dropped if the server has not closed it by then.
     close_deadline: Option<Instant>,
     /// Set after the server's close frame or a protocol error: later bytes are not frames
     /// we may act on.
     input_done: bool,
-    unflushed: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -74,18 +61,19 @@ impl<'a> Connection<'a> {
     ) -> Self {
         Self {
             io,
-            rbuf: BytesMut::from(read_buf),
-            out: BytesMut::new(),
-            decoder: Decoder::new(Role::Client, config.max_message_size),
+            reader: Reader::new(
+                Role::Client,
+                config.max_message_size,
+                BytesMut::from(read_buf),
+            ),
+            writer: Writer::new(Role::Client),
             config,
             client,
             rx,
             next_ping: config.keepalive_interval.map(|i| Instant::now() + i),
             ping_sent: None,
-            closing: None,
             close_deadline: None,
             input_done: false,
-            unflushed: false,
         }
     }
 
@@ -95,9 +83,7 @@ impl<'a> Connection<'a> {
         let sleep = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(sleep);
         // Frames the server sent right behind its 101.
-        if !self.rbuf.is_empty() {
-            self.on_read(handler).await;
-        }
+        self.on_read(handler).await;
         loop {
             let event = poll_fn(|cx| self.poll_event(cx, sleep.as_mut())).await;
             match event {
@@ -129,10 +115,10 @@ impl<'a> Connection<'a> {
         let client = self.client;
         loop {
             if self.input_done {
-                self.rbuf.clear();
+                self.reader.discard();
                 return;
             }
-            let frame = match self.decoder.decode(&mut self.rbuf) {
+            let frame = match self.reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
@@ -153,13 +139,13 @@ impl<'a> Connection<'a> {
                         len = message.len(),
                         "message received"
                     );
-                    if self.closing.is_none() {
+                    if self.is_open() {
                         self.callback(|| handler.on_message(client, message)).await;
                     }
                 }
                 Frame::Ping(payload) => {
                     tracing::debug!(len = payload.len(), "ping received");
-                    if self.closing.is_none() {
+                    if self.is_open() {
                         self.write(OpCode::Pong, &payload);
                         self.callback(|| handler.on_ping(client, payload)).await;
                     }
@@ -168,19 +154,18 @@ impl<'a> Connection<'a> {
                     tracing::debug!(len = payload.len(), "pong received");
                     self.ping_sent = None;
                     self.next_ping = self.config.keepalive_interval.map(|i| Instant::now() + i);
-                    if self.closing.is_none() {
+                    if self.is_open() {
                         self.callback(|| handler.on_pong(client, payload)).await;
                     }
                 }
                 Frame::Close(close) => self.on_close_frame(close),
             }
         }
-        if self.rbuf.is_empty()
-            && !self.decoder.is_mid_message()
-            && self.rbuf.capacity() > KEEP_CAPACITY
-        {
-            self.rbuf = BytesMut::new();
-        }
+        self.reader.after_read();
+    }
+
+    fn is_open(&self) -> bool {
+        self.writer.state().is_open()
     }
 
     /// The server's close frame: answered with the same code unless ours went first;
@@ -192,21 +177,20 @@ impl<'a> Connection<'a> {
             .unwrap_or_default();
         tracing::debug!(code, reason = %text, "close received");
         self.input_done = true;
-        if self.closing.is_none() {
+        if self.is_open() {
             self.write_queued();
-            encode_close(&mut self.out, code, "", Some(rand::random()));
             tracing::debug!(code, "close sent");
-            self.begin_closing(CloseReason::Remote {
-                code: code.unwrap_or(1005),
-                reason: text,
-            });
+            self.writer.peer_closed(code, text);
+            self.begin_closing();
+        } else {
+            self.writer.peer_closed(code, text);
         }
     }
 
     /// Sends what is queued, then a close frame for `reason`, and starts the close
     /// timeout, unless closing already.
     fn start_close(&mut self, reason: CloseReason) {
-        if self.closing.is_some() {
+        if !self.is_open() {
             return;
         }
         self.write_queued();
@@ -215,18 +199,12 @@ impl<'a> Connection<'a> {
 
     /// Sends a close frame for `reason` and starts the close timeout.
     fn send_close(&mut self, reason: CloseReason) {
-        encode_close(
-            &mut self.out,
-            Some(reason.code()),
-            reason.text(),
-            Some(rand::random()),
-        );
         tracing::debug!(code = reason.code(), reason = reason.text(), "close sent");
-        self.begin_closing(reason);
+        self.writer.close(reason);
+        self.begin_closing();
     }
 
-    fn begin_closing(&mut self, reason: CloseReason) {
-        self.closing = Some(reason);
+    fn begin_closing(&mut self) {
         self.close_deadline = Some(Instant::now() + self.config.close_timeout);
         self.client.set_state(ClientState::Closing);
     }
@@ -237,7 +215,7 @@ impl<'a> Connection<'a> {
             tracing::debug!("dropping the connection: the server did not close it in time");
             return Some(self.ended());
         }
-        if self.closing.is_some() {
+        if !self.is_open() {
             return None;
         }
         if let Some(sent) = self.ping_sent {
@@ -275,7 +253,7 @@ impl<'a> Connection<'a> {
 
     /// Why the connection ended, now that it has.
     fn ended(&mut self) -> CloseReason {
-        self.closing.take().unwrap_or(CloseReason::ConnectionLost)
+        self.writer.finish(CloseReason::ConnectionLost)
     }
 
     /// Runs a handler callback; a panic closes the connection with 1011 and stops the
@@ -292,7 +270,8 @@ impl<'a> Connection<'a> {
         match command {
             Command::Send(message) => {
                 self.client.dequeued(message.len());
-                self.write(opcode_of(&message), message.as_bytes());
+                tracing::debug!(opcode = ?opcode_of(&message), len = message.len(), "frame sent");
+                self.writer.message(&message);
                 None
             }
             Command::Ping(payload) => {
@@ -313,16 +292,16 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Encodes a masked frame into the write buffer.
+    /// Encodes a masked control frame into the write buffer.
     fn write(&mut self, opcode: OpCode, payload: &[u8]) {
-        encode_frame(&mut self.out, opcode, payload, Some(rand::random()));
+        self.writer.control(opcode, payload);
         tracing::debug!(?opcode, len = payload.len(), "frame sent");
     }
 
     /// Drains the queue into the write buffer, writes, then waits for input or a timer.
     fn poll_event(&mut self, cx: &mut Context<'_>, sleep: Pin<&mut Sleep>) -> Poll<Wake> {
-        if self.closing.is_none() {
-            while self.out.len() < HIGH_WATER {
+        if self.is_open() {
+            while self.writer.len() < HIGH_WATER {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(command)) => {
                         if let Some(close) = self.take(command) {
@@ -333,13 +312,11 @@ impl<'a> Connection<'a> {
                 }
             }
         }
-        if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+        if let Poll::Ready(Err(e)) = self.writer.poll_write(&mut self.io, cx) {
             return Poll::Ready(Wake::Failed(e));
         }
-        if self.out.len() < HIGH_WATER {
-            let want = self.decoder.wanted(self.rbuf.len()).max(READ_CHUNK);
-            self.rbuf.reserve(want);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+        if self.writer.len() < HIGH_WATER {
+            match self.reader.poll_read(&mut self.io, cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Wake::Eof),
                 Poll::Ready(Ok(_)) => return Poll::Ready(Wake::Read),
                 Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
@@ -350,26 +327,6 @@ impl<'a> Connection<'a> {
             return Poll::Ready(Wake::Timer);
         }
         Poll::Pending
-    }
-
-    /// Writes as much of the buffer as the socket takes, flushing once it is all written.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out.advance(n);
-            self.unflushed = true;
-        }
-        if self.out.capacity() > KEEP_CAPACITY {
-            self.out = BytesMut::new();
-        }
-        if self.unflushed {
-            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-            self.unflushed = false;
-        }
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -58,3 +58,6 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// The client reads through the same transport as the server.
+impl crate::transport::Io for Stream {}

@@ -1,10 +1,10 @@
-//! The connection engine: one task per connection owns the socket.
+//! The server's connection engine: one task per connection owns the socket.
 //!
-//! It reads frames through the [`codec`], runs the handler, enforces limits and timers, and
-//! writes. Writes coalesce: whatever the handler sent and whatever other tasks queued is
-//! drained into one buffer and written with one call, so a burst costs one syscall.
-//! Reading stops while too much is unsent, which pushes back on a peer that sends without
-//! reading.
+//! It reads frames through the shared [`transport`](crate::transport), runs the handler,
+//! enforces limits and timers, and writes. Writes coalesce: whatever the handler sent and
+//! whatever other tasks queued goes out with one (vectored) write, so a burst costs one
+//! system call. Reading stops while too much is unsent, which pushes back on a peer that
+//! sends without reading.
 
 mod config;
 
@@ -12,84 +12,25 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use estuary_middleware::SessionLimits;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+pub(crate) use crate::transport::Io;
 pub use config::WebSocketConfig;
-
-use crate::protocol::codec::{encode_frame, DecodeError, Decoder, Frame, OpCode, Role};
-use crate::protocol::CloseReason;
-use crate::queue::{Outbound, QueueState};
-use crate::transport::guarded;
 
 use crate::handler::{Conn, Handler};
 use crate::metrics::{self, Traffic};
+use crate::protocol::codec::{DecodeError, Frame, OpCode, Role};
+use crate::protocol::CloseReason;
+use crate::queue::{Outbound, QueueState};
+use crate::transport::{guarded, Reader, HIGH_WATER};
 
-/// Above this many unsent bytes the engine stops reading the socket and the queue.
-const HIGH_WATER: usize = 64 * 1024;
-/// The smallest read.
-const READ_CHUNK: usize = 8 * 1024;
-/// Buffers that grew past this for a large message are released once empty.
-const KEEP_CAPACITY: usize = 256 * 1024;
 /// How long to wait for the peer to close its side after a failed connection.
 const FAIL_LINGER: Duration = Duration::from_secs(1);
-
-/// A socket the engine can run on.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Whether [`Io::poll_read_into`] waits for data before it takes a buffer, so that
-    /// an idle connection can hold none.
-    const READS_ON_READINESS: bool = false;
-
-    /// Ends the sending side once everything is written: TLS sends its close_notify here.
-    /// A plain TCP socket does nothing, because the close that follows sends its FIN.
-    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self).poll_shutdown(cx)
-    }
-
-    /// Reads into `buf`, with room for at least `want` bytes.
-    fn poll_read_into(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        want: usize,
-    ) -> Poll<io::Result<usize>> {
-        buf.reserve(want);
-        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
-    }
-}
-
-impl Io for TcpStream {
-    const READS_ON_READINESS: bool = true;
-
-    fn poll_finish(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_read_into(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        want: usize,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_read_ready(cx))?;
-            buf.reserve(want);
-            match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
-    }
-}
-
-/// TLS, or any connection hyper did not hand over as a plain `TcpStream`.
-impl Io for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
 
 /// What woke the engine.
 enum Wake {
@@ -117,8 +58,7 @@ enum Ending {
 /// One connection's socket, buffers and timers.
 pub(crate) struct Engine<S> {
     io: S,
-    rbuf: BytesMut,
-    decoder: Decoder,
+    reader: Reader,
     queue: Arc<QueueState>,
     config: Arc<WebSocketConfig>,
     limits: SessionLimits,
@@ -127,7 +67,6 @@ pub(crate) struct Engine<S> {
     ping_sent: Option<Instant>,
     rate_window: (Instant, u32),
     close_deadline: Option<Instant>,
-    unflushed: bool,
     traffic: Traffic,
 }
 
@@ -144,8 +83,7 @@ impl<S: Io> Engine<S> {
         let now = Instant::now();
         Self {
             io,
-            rbuf,
-            decoder: Decoder::new(Role::Server, max_message),
+            reader: Reader::new(Role::Server, max_message, rbuf),
             queue,
             config,
             limits,
@@ -154,7 +92,6 @@ impl<S: Io> Engine<S> {
             ping_sent: None,
             rate_window: (now, 0),
             close_deadline: None,
-            unflushed: false,
             traffic: Traffic::new(now),
         }
     }
@@ -175,17 +112,21 @@ impl<S: Io> Engine<S> {
             conn.start_close(CloseReason::HandlerPanic);
         }
         let ending = self.drive(&mut handler, &mut conn, sleep.as_mut()).await;
-        let reason = conn
-            .closing_reason()
-            .cloned()
-            .unwrap_or(CloseReason::ConnectionLost);
-        conn.mark_closed(reason.clone());
         self.queue.close();
         match ending {
-            Ending::Close(timeout) => Box::pin(self.finish(conn.out(), timeout)).await,
-            Ending::Linger(timeout) => Box::pin(self.linger(conn.out(), timeout)).await,
+            Ending::Close(timeout) => {
+                Box::pin(conn.writer().finish_io(&mut self.io, timeout)).await
+            }
+            Ending::Linger(timeout) => {
+                let linger = conn
+                    .writer()
+                    .linger(&mut self.io, &mut self.reader, timeout);
+                Box::pin(linger).await
+            }
             Ending::Drop => {}
         }
+        let reason = conn.writer().finish(CloseReason::ConnectionLost);
+        self.traffic.bytes_out += conn.writer().take_written();
         self.traffic.messages_out += conn.take_sent();
         self.traffic.flush(Instant::now());
         metrics::connection_closed(&reason);
@@ -253,7 +194,7 @@ impl<S: Io> Engine<S> {
         let now = Instant::now();
         self.last_rx = now;
         loop {
-            let frame = match self.decoder.decode(&mut self.rbuf) {
+            let frame = match self.reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
@@ -284,23 +225,15 @@ impl<S: Io> Engine<S> {
                 Frame::Pong(_) => self.ping_sent = None,
                 Frame::Close(close) => {
                     let code = close.as_ref().map(|(code, _)| *code);
-                    let reason = CloseReason::Remote {
-                        code: code.unwrap_or(1005),
-                        reason: close.map(|(_, r)| r.to_string()).unwrap_or_default(),
-                    };
-                    conn.answer_close(code, reason);
+                    let text = close.map(|(_, r)| r.to_string()).unwrap_or_default();
+                    conn.writer().peer_closed(code, text);
                     return Some(Ending::Close(self.config.close_timeout));
                 }
             }
         }
-        // A buffer that grew for a large message goes back at once; an ordinary one stays
-        // while the connection is busy and goes back when it falls quiet (`on_timer`).
-        if self.rbuf.is_empty()
-            && !self.decoder.is_mid_message()
-            && self.rbuf.capacity() > KEEP_CAPACITY
-        {
-            self.rbuf = BytesMut::new();
-        }
+        // A busy connection keeps its buffer; it goes back when the connection falls quiet
+        // (`on_timer`).
+        self.reader.after_read();
         None
     }
 
@@ -334,7 +267,7 @@ impl<S: Io> Engine<S> {
             conn.start_close(CloseReason::Idle);
         } else if let Some(interval) = self.config.keepalive_interval {
             if self.ping_sent.is_none() && now >= self.last_rx + interval {
-                encode_frame(conn.out(), OpCode::Ping, b"", None);
+                conn.writer().control(OpCode::Ping, b"");
                 self.ping_sent = Some(now);
             }
         }
@@ -348,12 +281,8 @@ impl<S: Io> Engine<S> {
     /// neither; a busy one keeps them and pays no allocation per message. A plain TCP
     /// connection that never sent anything never took a read buffer at all.
     fn release_idle_buffers(&mut self, conn: &mut Conn) {
-        if S::READS_ON_READINESS && self.rbuf.is_empty() && !self.decoder.is_mid_message() {
-            self.rbuf = BytesMut::new();
-        }
-        if conn.out().is_empty() {
-            *conn.out() = BytesMut::new();
-        }
+        self.reader.release::<S>();
+        conn.writer().release();
         self.queue.release_if_empty();
     }
 
@@ -424,46 +353,40 @@ impl<S: Io> Engine<S> {
         if !conn.is_closing() {
             // Checked even while too much is unsent to drain the queue: a peer that stopped
             // reading is exactly the one a full queue must disconnect.
-            let mut queued = self.queue.drain(cx.waker());
+            let queued = self.queue.drain(cx.waker());
             if self.queue.is_doomed() {
                 return Poll::Ready(Wake::Queued(Outbound::Close(CloseReason::SlowConsumer)));
             }
-            let out = conn.out();
-            let mut drained = false;
-            while out.len() < HIGH_WATER {
-                match queued.pop_front() {
-                    Some(Outbound::Frame(frame)) => {
-                        drained = true;
-                        self.queue.dequeued(frame.len());
-                        self.traffic.messages_out += 1;
-                        out.extend_from_slice(&frame);
+            if let Some(mut queued) = queued {
+                let mut drained = false;
+                while conn.writer().len() < HIGH_WATER {
+                    match queued.pop() {
+                        Some(Outbound::Frame(frame)) => {
+                            drained = true;
+                            self.traffic.messages_out += 1;
+                            conn.writer().prepared(&frame);
+                        }
+                        Some(other) => return Poll::Ready(Wake::Queued(other)),
+                        None => break,
                     }
-                    Some(other) => return Poll::Ready(Wake::Queued(other)),
-                    None => break,
                 }
-            }
-            drop(queued);
-            // Frames from the queue come with no event of their own: report them here when
-            // due, or have the timer bring the report, rather than a wake-up.
-            if drained && !self.traffic.report_if_due(Instant::now()) {
-                if let Some(due) = self.traffic.due().filter(|due| *due < sleep.deadline()) {
-                    sleep.as_mut().reset(due);
+                drop(queued);
+                // Frames from the queue come with no event of their own: report them here
+                // when due, or have the timer bring the report, rather than a wake-up.
+                if drained && !self.traffic.report_if_due(Instant::now()) {
+                    if let Some(due) = self.traffic.due().filter(|due| *due < sleep.deadline()) {
+                        sleep.as_mut().reset(due);
+                    }
                 }
             }
         }
-        if let Poll::Ready(Err(e)) = self.poll_write_out(cx, conn.out()) {
+        let written = conn.writer().poll_write(&mut self.io, cx);
+        self.traffic.bytes_out += conn.writer().take_written();
+        if let Poll::Ready(Err(e)) = written {
             return Poll::Ready(Wake::Failed(e));
         }
-        if conn.out().len() < HIGH_WATER {
-            // Room for the frame in progress, but at most double what has arrived: a
-            // header that declares 60 MB costs memory only as the bytes come in.
-            let arrived = self.rbuf.len().max(READ_CHUNK);
-            let want = self
-                .decoder
-                .wanted(self.rbuf.len())
-                .min(arrived)
-                .max(READ_CHUNK);
-            match self.io.poll_read_into(cx, &mut self.rbuf, want) {
+        if conn.writer().len() < HIGH_WATER {
+            match self.reader.poll_read(&mut self.io, cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Wake::Eof),
                 Poll::Ready(Ok(n)) => {
                     self.traffic.bytes_in += n as u64;
@@ -477,56 +400,6 @@ impl<S: Io> Engine<S> {
             return Poll::Ready(Wake::Timer);
         }
         Poll::Pending
-    }
-
-    /// Writes as much of `out` as the socket takes, flushing once it is all written.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>, out: &mut BytesMut) -> Poll<io::Result<()>> {
-        while !out.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, out))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            out.advance(n);
-            self.traffic.bytes_out += n as u64;
-            tracing::debug!(target: "estuary::frames", bytes = n, "wrote");
-            self.unflushed = true;
-        }
-        if out.capacity() > KEEP_CAPACITY {
-            *out = BytesMut::new();
-        }
-        if self.unflushed {
-            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-            self.unflushed = false;
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Sends what is left (the close frame) and ends the sending side; the socket closes
-    /// when the engine drops it.
-    async fn finish(&mut self, out: &mut BytesMut, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, async {
-            poll_fn(|cx| self.poll_write_out(cx, out)).await?;
-            poll_fn(|cx| self.io.poll_finish(cx)).await
-        })
-        .await;
-    }
-
-    /// Sends what is left (the close frame), half-closes, and waits for the peer to close
-    /// its side so the close frame is not lost to a reset.
-    async fn linger(&mut self, out: &mut BytesMut, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let _ = tokio::time::timeout_at(deadline, async {
-            poll_fn(|cx| self.poll_write_out(cx, out)).await?;
-            self.io.shutdown().await?;
-            loop {
-                self.rbuf.clear();
-                self.rbuf.reserve(READ_CHUNK);
-                if tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf).await? == 0 {
-                    return Ok::<_, io::Error>(());
-                }
-            }
-        })
-        .await;
     }
 }
 

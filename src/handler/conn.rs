@@ -1,10 +1,9 @@
-use bytes::BytesMut;
-
 use crate::hub::{Hub, HubRegistration, NameTaken};
-use crate::protocol::codec::{encode_close, encode_frame, OpCode};
+use crate::protocol::codec::{OpCode, Role};
 use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
 use crate::queue::{SendError, SessionHandle, SlowConsumerPolicy};
 use crate::session::Session;
+use crate::transport::Writer;
 
 /// The handler's view of its connection: the session, and ways to send and close.
 ///
@@ -30,8 +29,7 @@ use crate::session::Session;
 /// ```
 pub struct Conn {
     session: Session,
-    out: BytesMut,
-    closing: Option<CloseReason>,
+    writer: Writer,
     handle: SessionHandle,
     hub: HubRegistration,
     max_buffered: usize,
@@ -49,8 +47,7 @@ impl Conn {
     ) -> Self {
         Self {
             session,
-            out: BytesMut::new(),
-            closing: None,
+            writer: Writer::new(Role::Server),
             handle,
             hub,
             max_buffered,
@@ -70,19 +67,20 @@ impl Conn {
     }
 
     /// Sends a message to the client.
+    ///
+    /// The payload is not copied when it is large: the message's bytes go to the socket
+    /// as they are, so echoing a message received costs no copy at all.
     pub fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
-        let message = message.into();
-        let opcode = match message {
-            Message::Text(_) => OpCode::Text,
-            Message::Binary(_) => OpCode::Binary,
-        };
-        self.write_frame(opcode, message.as_bytes())
+        self.check_room()?;
+        self.writer.message(&message.into());
+        self.sent += 1;
+        Ok(())
     }
 
     /// Sends a frame encoded once for many connections.
     pub fn send_prepared(&mut self, frame: &Prepared) -> Result<(), SendError> {
         self.check_room()?;
-        self.out.extend_from_slice(frame.as_bytes());
+        self.writer.prepared(frame);
         self.sent += 1;
         Ok(())
     }
@@ -92,29 +90,32 @@ impl Conn {
         if payload.len() > 125 {
             return Err(SendError::PingTooLong);
         }
-        self.write_frame(OpCode::Ping, payload)
+        self.check_room()?;
+        self.writer.control(OpCode::Ping, payload);
+        Ok(())
     }
 
     /// Starts the close handshake with `code` and `reason`.
     ///
-    /// The code must be one a peer may receive (1000-1003, 1007-1014, 3000-4999) and the
-    /// reason at most 123 bytes. Messages sent after this fail with `SendError::Closed`;
-    /// `on_close` runs once the client answers or the close timeout passes.
+    /// The code must be one a peer may receive (1000-1003, 1007-1014, 3000-4999; see
+    /// [`close_code`](crate::close_code)) and the reason at most 123 bytes. Messages sent
+    /// after this fail with `SendError::Closed`; `on_close` runs once the client answers or
+    /// the close timeout passes.
     pub fn close(&mut self, code: u16, reason: &str) -> Result<(), CloseError> {
         validate_outgoing(code, reason)?;
-        if self.closing.is_some() {
-            return Err(CloseError::AlreadyClosing);
-        }
-        self.start_close(CloseReason::Local {
+        let reason = CloseReason::Local {
             code,
             reason: reason.to_owned(),
-        });
+        };
+        if !self.writer.close(reason) {
+            return Err(CloseError::AlreadyClosing);
+        }
         Ok(())
     }
 
-    /// Whether a close frame was sent.
+    /// Whether the close handshake has begun (either side's close frame).
     pub fn is_closing(&self) -> bool {
-        self.closing.is_some()
+        !self.writer.state().is_open()
     }
 
     /// A handle to send to this connection from other tasks.
@@ -143,8 +144,8 @@ impl Conn {
         self.hub.hub().channels_of(self.hub.id())
     }
 
-    /// Registers this connection under a unique name,
-    /// so `Target::name` reaches it. Released when the socket closes.
+    /// Registers this connection under a unique name, so `Target::name` reaches it.
+    /// Released when the socket closes.
     pub fn register_name(&mut self, name: &str) -> Result<(), NameTaken> {
         self.hub.hub().register_name(self.hub.id(), name)
     }
@@ -154,48 +155,20 @@ impl Conn {
         self.hub.hub().unregister_name(self.hub.id(), name)
     }
 
-    /// Writes the close frame for `reason`, once; later sends fail.
+    /// Starts the close handshake for `reason`, once; later sends fail.
     pub(crate) fn start_close(&mut self, reason: CloseReason) {
-        if self.closing.is_some() {
-            return;
-        }
-        encode_close(&mut self.out, Some(reason.code()), reason.text(), None);
-        self.closing = Some(reason);
+        self.writer.close(reason);
     }
 
-    /// Answers the peer's close frame, echoing its code as RFC 6455 5.5.1 suggests.
-    pub(crate) fn answer_close(&mut self, code: Option<u16>, reason: CloseReason) {
-        if self.closing.is_some() {
-            return;
-        }
-        encode_close(&mut self.out, code, "", None);
-        self.closing = Some(reason);
-    }
-
+    /// Answers a ping, unless the connection is closing.
     pub(crate) fn write_pong(&mut self, payload: &[u8]) {
-        if self.closing.is_none() {
-            encode_frame(&mut self.out, OpCode::Pong, payload, None);
+        if self.writer.state().is_open() {
+            self.writer.control(OpCode::Pong, payload);
         }
     }
 
-    pub(crate) fn closing_reason(&self) -> Option<&CloseReason> {
-        self.closing.as_ref()
-    }
-
-    /// Marks the connection closed without writing anything (the socket is done).
-    pub(crate) fn mark_closed(&mut self, reason: CloseReason) {
-        self.closing.get_or_insert(reason);
-    }
-
-    pub(crate) fn out(&mut self) -> &mut BytesMut {
-        &mut self.out
-    }
-
-    fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        self.check_room()?;
-        encode_frame(&mut self.out, opcode, payload, None);
-        self.sent += 1;
-        Ok(())
+    pub(crate) fn writer(&mut self) -> &mut Writer {
+        &mut self.writer
     }
 
     /// Messages sent since the last call, for the metrics.
@@ -204,12 +177,12 @@ impl Conn {
     }
 
     fn check_room(&mut self) -> Result<(), SendError> {
-        if self.closing.is_some() {
+        if !self.writer.state().is_open() {
             return Err(SendError::Closed);
         }
         // Full means a backlog at the limit already; one message larger than the limit
         // still goes out when the peer has kept up.
-        if self.out.len() < self.max_buffered {
+        if self.writer.len() < self.max_buffered {
             return Ok(());
         }
         match self.policy {
@@ -226,8 +199,8 @@ impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("session", &self.session)
-            .field("buffered", &self.out.len())
-            .field("closing", &self.closing)
+            .field("buffered", &self.writer.len())
+            .field("closing", &self.writer.state().reason())
             .finish()
     }
 }

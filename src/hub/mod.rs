@@ -227,7 +227,7 @@ impl Hub {
     ///
     /// With a Redis backplane it also goes to the other nodes.
     pub fn send(&self, to: Target, message: impl Into<Message>) -> usize {
-        self.send_prepared(to, &Prepared::new(&message.into()))
+        self.send_prepared(to, &Prepared::new(message))
     }
 
     /// Sends `value` as a JSON text message.

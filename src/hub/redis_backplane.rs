@@ -458,9 +458,9 @@ fn decode(bytes: &[u8]) -> Result<(u128, Target, Payload), &'static str> {
     let payload = match kind {
         KIND_TEXT => {
             let text = Utf8Bytes::try_from(body).map_err(|_| "text is not UTF-8")?;
-            Payload::Frame(Prepared::new(&Message::Text(text)))
+            Payload::Frame(Prepared::new(Message::Text(text)))
         }
-        KIND_BINARY => Payload::Frame(Prepared::new(&Message::Binary(body))),
+        KIND_BINARY => Payload::Frame(Prepared::new(Message::Binary(body))),
         KIND_EVENT => Payload::Event(body),
         _ => return Err("unknown payload kind"),
     };
@@ -481,8 +481,8 @@ mod tests {
             Target::name("referee"),
         ];
         let payloads = [
-            Payload::Frame(Prepared::new(&Message::text("héllo"))),
-            Payload::Frame(Prepared::new(&Message::binary(vec![0u8; 70_000]))),
+            Payload::Frame(Prepared::new(Message::text("héllo"))),
+            Payload::Frame(Prepared::new(Message::binary(vec![0u8; 70_000]))),
             Payload::Event(Bytes::from_static(br#"{"k":1}"#)),
         ];
         for target in &targets {

@@ -52,6 +52,20 @@ impl Message {
         }
     }
 
+    /// The payload as shared bytes: cloning them copies nothing.
+    ///
+    /// ```
+    /// let msg = estuary::Message::binary(vec![1, 2, 3]);
+    /// let payload = msg.payload().clone();
+    /// assert_eq!(payload.as_ptr(), msg.payload().as_ptr());
+    /// ```
+    pub fn payload(&self) -> &Bytes {
+        match self {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(data) => data,
+        }
+    }
+
     /// The payload bytes, text or binary.
     pub fn as_bytes(&self) -> &[u8] {
         match self {

@@ -1,67 +1,72 @@
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::codec::{encode_frame, OpCode};
+use super::codec::{FrameHeader, OpCode};
 use super::message::Message;
 
 /// A server frame encoded once, to be written as-is to any number of sockets.
 ///
-/// Fan-out encodes the header and payload into one shared [`Bytes`]; every recipient's
-/// queue holds a reference to the same bytes, not a copy.
+/// The header is encoded once and kept apart from the payload: every recipient's queue
+/// holds the same payload bytes, not a copy, and a large payload goes to each socket from
+/// those bytes (a vectored write) instead of being copied behind its header.
 ///
 /// ```
 /// use estuary::{Message, Prepared};
 ///
-/// let frame = Prepared::new(&Message::text("hi"));
-/// assert_eq!(frame.as_bytes().as_ref(), &[0x81, 0x02, b'h', b'i']);
+/// let frame = Prepared::new(Message::text("hi"));
+/// assert_eq!(frame.header(), &[0x81, 0x02]);
+/// assert_eq!(frame.payload().as_ref(), b"hi");
+/// assert_eq!(frame.len(), 4);
 /// let same = frame.clone(); // no copy of the payload
-/// assert_eq!(same.as_bytes().as_ptr(), frame.as_bytes().as_ptr());
+/// assert_eq!(same.payload().as_ptr(), frame.payload().as_ptr());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prepared(Bytes);
+pub struct Prepared {
+    message: Message,
+    header: FrameHeader,
+}
 
 impl Prepared {
     /// Encodes `message` as a single unmasked (server) frame.
-    pub fn new(message: &Message) -> Self {
-        let opcode = match message {
-            Message::Text(_) => OpCode::Text,
-            Message::Binary(_) => OpCode::Binary,
-        };
-        let payload = message.as_bytes();
-        let mut out = BytesMut::with_capacity(payload.len() + 10);
-        encode_frame(&mut out, opcode, payload, None);
-        Prepared(out.freeze())
+    pub fn new(message: impl Into<Message>) -> Self {
+        let message = message.into();
+        let header = FrameHeader::new(true, false, OpCode::of(&message), message.len(), None);
+        Prepared { message, header }
     }
 
-    /// The encoded frame, header included.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    /// The encoded frame header.
+    pub fn header(&self) -> &[u8] {
+        self.header.as_bytes()
     }
 
-    /// Whether the frame is text, and its payload (after the header).
+    /// The payload, shared by every clone.
+    pub fn payload(&self) -> &Bytes {
+        self.message.payload()
+    }
+
+    /// The message this frame carries.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Whether the frame is text, and its payload.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn message_payload(&self) -> (bool, &[u8]) {
-        let bytes = &self.0;
-        let header = match bytes[1] & 0x7F {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        };
-        (bytes[0] & 0x0F == OpCode::Text as u8, &bytes[header..])
+        (self.message.as_text().is_some(), self.message.as_bytes())
     }
 
-    /// The size of the encoded frame in bytes.
+    /// The size of the encoded frame in bytes, header included.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.header().len() + self.message.len()
     }
 
     /// Never true: a frame has at least a two-byte header.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        false
     }
 }
 
 impl From<Message> for Prepared {
     fn from(message: Message) -> Self {
-        Prepared::new(&message)
+        Prepared::new(message)
     }
 }

@@ -47,6 +47,22 @@ impl Event {
         Event(Inner::Json(bytes))
     }
 
+    /// What the event counts against its connection's queue bound, in bytes: its JSON, or
+    /// the size of the Rust value (not what the value points to), plus a fixed 64 for the
+    /// queue's own bookkeeping.
+    ///
+    /// ```
+    /// let event = estuary::Event::from_json(&"hello").unwrap();
+    /// assert_eq!(event.cost(), 7 + 64);
+    /// assert_eq!(estuary::Event::new(0u64).cost(), 8 + 64);
+    /// ```
+    pub fn cost(&self) -> usize {
+        64 + match &self.0 {
+            Inner::Value(value) => std::mem::size_of_val(&**value),
+            Inner::Json(bytes) => bytes.len(),
+        }
+    }
+
     /// Whether the event holds a `T`.
     pub fn is<T: Any>(&self) -> bool {
         matches!(&self.0, Inner::Value(v) if v.is::<T>())

@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
 use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
@@ -17,12 +16,24 @@ pub use event::Event;
 
 /// What other tasks put in a connection's queue.
 pub(crate) enum Outbound {
-    /// An encoded frame, written as-is.
-    Frame(Bytes),
+    /// A frame, encoded once, written as it is.
+    Frame(Prepared),
     /// An event for the handler's `on_event`.
     Event(Event),
     /// Close the connection for this reason.
     Close(CloseReason),
+}
+
+impl Outbound {
+    /// What the item counts against the queue's bound, in bytes: a close request counts
+    /// nothing, so that it always fits.
+    fn cost(&self) -> usize {
+        match self {
+            Outbound::Frame(frame) => frame.len(),
+            Outbound::Event(event) => event.cost(),
+            Outbound::Close(_) => 0,
+        }
+    }
 }
 
 /// One connection's queue, shared by its handles and its engine. The bound is kept in
@@ -30,7 +41,10 @@ pub(crate) enum Outbound {
 /// no allocation, which keeps idle connections small.
 pub(crate) struct QueueState {
     items: Mutex<VecDeque<Outbound>>,
+    /// How many items wait, readable without the lock.
+    len: AtomicUsize,
     waker: AtomicWaker,
+    /// The bytes queued, frames and events (see [`Outbound::cost`]).
     queued: AtomicUsize,
     max: usize,
     policy: SlowConsumerPolicy,
@@ -40,10 +54,18 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
-    /// The engine's side: registers the task to wake, and locks the queue to drain it.
-    pub(crate) fn drain(&self, waker: &std::task::Waker) -> MutexGuard<'_, VecDeque<Outbound>> {
+    /// The engine's side: registers the task to wake, and, if anything waits, locks the
+    /// queue to take from it. An empty queue costs no lock.
+    pub(crate) fn drain(&self, waker: &std::task::Waker) -> Option<Drain<'_>> {
         self.waker.register(waker);
-        self.lock()
+        // After `register`: a push that this load misses wakes the task.
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        Some(Drain {
+            items: self.lock(),
+            state: self,
+        })
     }
 
     /// Whether a sender found the queue full under [`SlowConsumerPolicy::Disconnect`].
@@ -59,16 +81,15 @@ impl QueueState {
         }
     }
 
-    /// The engine took `len` bytes off the queue.
-    pub(crate) fn dequeued(&self, len: usize) {
-        self.queued.fetch_sub(len, Ordering::Relaxed);
-    }
-
     /// The engine stopped reading the queue: later sends fail with `Closed`, and what
     /// is still queued is dropped.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        let dropped = std::mem::take(&mut *self.lock());
+        let dropped = {
+            let mut items = self.lock();
+            self.len.store(0, Ordering::Release);
+            std::mem::take(&mut *items)
+        };
         drop(dropped);
     }
 
@@ -80,6 +101,7 @@ impl QueueState {
                 return Err(SendError::Closed);
             }
             items.push_back(item);
+            self.len.store(items.len(), Ordering::Release);
         }
         self.waker.wake();
         Ok(())
@@ -89,6 +111,22 @@ impl QueueState {
         // A push or a pop cannot leave the queue half-changed, so a poisoned lock still
         // guards a consistent queue.
         self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The engine's hold on a non-empty queue, to take items off it in order.
+pub(crate) struct Drain<'a> {
+    items: MutexGuard<'a, VecDeque<Outbound>>,
+    state: &'a QueueState,
+}
+
+impl Drain<'_> {
+    /// The next item, no longer counted against the bound.
+    pub(crate) fn pop(&mut self) -> Option<Outbound> {
+        let item = self.items.pop_front()?;
+        self.state.len.store(self.items.len(), Ordering::Release);
+        self.state.queued.fetch_sub(item.cost(), Ordering::Relaxed);
+        Some(item)
     }
 }
 
@@ -146,6 +184,7 @@ impl SessionHandle {
     pub(crate) fn new(max: usize, policy: SlowConsumerPolicy) -> (Self, Arc<QueueState>) {
         let state = Arc::new(QueueState {
             items: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
             waker: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
             max,
@@ -163,19 +202,22 @@ impl SessionHandle {
 
     /// Queues a message for the client.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.send_prepared(&Prepared::new(&message.into()))
+        self.send_prepared(&Prepared::new(message))
     }
 
-    /// Queues an already encoded frame: the bytes are shared, not copied.
+    /// Queues a frame encoded once for many connections: its bytes are shared, not copied.
     pub fn send_prepared(&self, frame: &Prepared) -> Result<(), SendError> {
-        let bytes = frame.as_bytes();
-        self.reserve(bytes.len())?;
-        self.push(Outbound::Frame(bytes.clone()))
+        self.reserve(frame.len())?;
+        self.push_counted(Outbound::Frame(frame.clone()))
     }
 
-    /// Queues a server-side event for the handler's `on_event`.
+    /// Queues a server-side event for the handler's `on_event`. Events count against the
+    /// queue's bound like messages ([`Event::cost`]) and meet the same slow-consumer
+    /// policy: a connection whose handler falls behind its events is closed, or the event
+    /// refused, as for a peer that stops reading.
     pub fn send_event(&self, event: Event) -> Result<(), SendError> {
-        self.push(Outbound::Event(event))
+        self.reserve(event.cost())?;
+        self.push_counted(Outbound::Event(event))
     }
 
     /// Asks the connection to close with `code` and `reason`.
@@ -196,6 +238,15 @@ impl SessionHandle {
 
     pub(crate) fn push(&self, item: Outbound) -> Result<(), SendError> {
         self.state.push(item)
+    }
+
+    /// Pushes an item whose cost [`SessionHandle::reserve`] counted; gives the count back
+    /// if the queue is closed.
+    fn push_counted(&self, item: Outbound) -> Result<(), SendError> {
+        let cost = item.cost();
+        self.push(item).inspect_err(|_| {
+            self.state.queued.fetch_sub(cost, Ordering::Relaxed);
+        })
     }
 
     fn reserve(&self, len: usize) -> Result<(), SendError> {

@@ -37,6 +37,14 @@ pub(crate) enum OpCode {
 }
 
 impl OpCode {
+    /// The opcode a message travels under.
+    pub(crate) fn of(message: &Message) -> Self {
+        match message {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        }
+    }
+
     fn from_u8(op: u8) -> Result<Self, ProtocolError> {
         Ok(match op {
             0x0 => OpCode::Continuation,
@@ -145,6 +153,11 @@ impl Decoder {
             Some((h, _)) => h.len.saturating_sub(buffered),
             None => 0,
         }
+    }
+
+    /// Whether a frame's payload is half-way through (its header is decoded).
+    pub(crate) fn is_mid_frame(&self) -> bool {
+        self.current.is_some()
     }
 
     /// Whether a fragmented message or a frame is half-way through.
@@ -346,6 +359,55 @@ fn rotate(mask: [u8; 4], offset: usize) -> [u8; 4] {
     m
 }
 
+/// An encoded frame header: 2 to 14 bytes, kept apart from its payload so that a large
+/// payload can be written from its own bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    bytes: [u8; 14],
+    len: u8,
+}
+
+impl FrameHeader {
+    /// The header of a frame with FIN set to `fin`, RSV1 to `rsv1`, carrying `len` bytes,
+    /// masked with `mask` when one is given.
+    pub(crate) fn new(
+        fin: bool,
+        rsv1: bool,
+        opcode: OpCode,
+        len: usize,
+        mask: Option<[u8; 4]>,
+    ) -> Self {
+        let mut bytes = [0u8; 14];
+        bytes[0] = (fin as u8) << 7 | (rsv1 as u8) << 6 | opcode as u8;
+        let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+        let mut at = if len < 126 {
+            bytes[1] = mask_bit | len as u8;
+            2
+        } else if len <= u16::MAX as usize {
+            bytes[1] = mask_bit | 126;
+            bytes[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        } else {
+            bytes[1] = mask_bit | 127;
+            bytes[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        if let Some(mask) = mask {
+            bytes[at..at + 4].copy_from_slice(&mask);
+            at += 4;
+        }
+        Self {
+            bytes,
+            len: at as u8,
+        }
+    }
+
+    /// The encoded header.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 /// Writes a frame header for a payload of `len` bytes.
 pub(crate) fn encode_header(
     out: &mut BytesMut,
@@ -354,20 +416,7 @@ pub(crate) fn encode_header(
     len: usize,
     mask: Option<[u8; 4]>,
 ) {
-    let b0 = (fin as u8) << 7 | opcode as u8;
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    if len < 126 {
-        out.put_slice(&[b0, mask_bit | len as u8]);
-    } else if len <= u16::MAX as usize {
-        out.put_slice(&[b0, mask_bit | 126]);
-        out.put_u16(len as u16);
-    } else {
-        out.put_slice(&[b0, mask_bit | 127]);
-        out.put_u64(len as u64);
-    }
-    if let Some(mask) = mask {
-        out.put_slice(&mask);
-    }
+    out.put_slice(FrameHeader::new(fin, false, opcode, len, mask).as_bytes());
 }
 
 /// Writes a whole frame: header and payload, masked when `mask` is given.
@@ -405,3 +454,6 @@ pub(crate) fn encode_close(
     };
     encode_frame(out, OpCode::Close, &payload[..len], mask);
 }
+
+#[cfg(test)]
+mod tests;
