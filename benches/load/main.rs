@@ -90,6 +90,11 @@ struct Args {
     )]
     scenarios: Vec<Scenario>,
 
+    /// Message sizes of the request/response scenario, comma-separated: any of 512, 16384
+    /// and 65536 (to profile one size alone, say).
+    #[arg(long, value_delimiter = ',', default_value = "512,16384,65536")]
+    rr_sizes: Vec<usize>,
+
     /// Short run: one round, short measurement windows.
     #[arg(long)]
     quick: bool,
@@ -137,7 +142,7 @@ fn run_benchmark(args: &Args, open_files: u64) -> anyhow::Result<()> {
     if kinds.is_empty() {
         bail!("no server left to measure: --servers and --scenarios have nothing in common");
     }
-    let settings = Settings::new(args.quick, args.rounds)?;
+    let settings = Settings::new(args.quick, args.rounds, &args.rr_sizes)?;
     check_open_files(&settings, &scenarios, open_files)?;
     let workspace = Workspace::discover();
     let machine = Machine::describe();

@@ -37,6 +37,8 @@ use crate::protocol::{CloseReason, Message, Prepared};
 pub(crate) const HIGH_WATER: usize = 64 * 1024;
 /// The smallest read.
 const READ_CHUNK: usize = 8 * 1024;
+/// Room a read gets beyond the frame it waits for (see [`Reader::read_size`]).
+const READ_SLACK: usize = 512;
 /// Buffers that grew past this for a large message are given back once empty; a frame
 /// larger than this does not make the next read reserve room for one like it.
 const KEEP_CAPACITY: usize = 256 * 1024;
@@ -131,13 +133,15 @@ impl Reader {
     /// How much room the next read gets: the rest of the frame in progress, but at most
     /// as much again as has arrived of it (a header that declares 60 MB costs memory only
     /// as the bytes come in); room for a frame like the last whole one between frames.
+    /// Either way a little more, for the next header and a control frame behind it: a
+    /// read that does not fill the buffer shows the socket is drained.
     fn read_size(&self) -> usize {
         let buffered = self.buf.len();
-        let rest = self.decoder.wanted(buffered);
         let room = if self.decoder.is_mid_frame() {
-            rest.min(buffered.max(READ_CHUNK))
+            let rest = self.decoder.wanted(buffered);
+            rest.min(buffered.max(READ_CHUNK) + READ_SLACK)
         } else {
-            self.recent
+            self.recent + READ_SLACK
         };
         room.max(READ_CHUNK)
     }

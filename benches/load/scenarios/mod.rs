@@ -51,7 +51,7 @@ pub struct Settings {
 impl Settings {
     /// The full run, or the `quick` one; `rounds` overrides the number of rounds (3, or 1
     /// when `quick`).
-    pub fn new(quick: bool, rounds: Option<usize>) -> anyhow::Result<Self> {
+    pub fn new(quick: bool, rounds: Option<usize>, rr_sizes: &[usize]) -> anyhow::Result<Self> {
         let rounds = rounds.unwrap_or(if quick { 1 } else { 3 });
         ensure!(rounds > 0, "--rounds must be at least 1");
         Ok(Self {
@@ -60,7 +60,7 @@ impl Settings {
             quiet_wait: Duration::from_secs(30),
             echo: EchoSettings::new(quick),
             ping_pong: PingPongSettings::new(quick),
-            request_response: RequestResponseSettings::new(quick),
+            request_response: RequestResponseSettings::new(quick, rr_sizes)?,
             idle: IdleSettings::new(quick),
             handshake: HandshakeSettings::new(quick),
             fan_out: FanOutSettings::new(quick),

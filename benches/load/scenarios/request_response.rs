@@ -26,36 +26,69 @@ use crate::servers::{ServerKind, Target, ECHO_PATH};
 #[derive(Debug, Clone)]
 pub struct RequestResponseSettings {
     pub connections: usize,
+    /// The sizes to run, a subset of [`SIZES`].
+    pub sizes: Vec<usize>,
     pub warmup: Duration,
     pub window: Duration,
 }
 
 impl RequestResponseSettings {
     /// 500 connections, measured over 3 s per size (1.5 s when `quick`) after 1 s of
-    /// warm-up.
-    pub fn new(quick: bool) -> Self {
-        Self {
+    /// warm-up, at each of `sizes`.
+    pub fn new(quick: bool, sizes: &[usize]) -> anyhow::Result<Self> {
+        for size in sizes {
+            ensure!(
+                SIZES.iter().any(|known| known.bytes == *size),
+                "--rr-sizes: {size} is not one of 512, 16384, 65536"
+            );
+        }
+        Ok(Self {
             connections: 500,
+            sizes: sizes.to_vec(),
             warmup: Duration::from_secs(1),
             window: Duration::from_millis(if quick { 1_500 } else { 3_000 }),
-        }
+        })
     }
 
     /// Just enough to show that the scenario works.
     pub fn smoke() -> Self {
         Self {
             connections: 8,
+            sizes: SIZES.iter().map(|size| size.bytes).collect(),
             warmup: Duration::from_millis(100),
             window: Duration::from_millis(200),
         }
     }
 }
 
+/// One message size and its metrics.
+struct Size {
+    bytes: usize,
+    rate: &'static Metric,
+    server_cost: &'static Metric,
+    client_cpu: &'static Metric,
+}
+
 /// The message sizes, in the order they run: 16 KiB first, for its peak RSS.
-const SIZES: [(usize, &Metric, &Metric); 3] = [
-    (16 * 1024, &RATE_16K, &CPU_16K),
-    (512, &RATE_512, &CPU_512),
-    (64 * 1024, &RATE_64K, &CPU_64K),
+const SIZES: [Size; 3] = [
+    Size {
+        bytes: 16 * 1024,
+        rate: &RATE_16K,
+        server_cost: &COST_16K,
+        client_cpu: &CPU_16K,
+    },
+    Size {
+        bytes: 512,
+        rate: &RATE_512,
+        server_cost: &COST_512,
+        client_cpu: &CPU_512,
+    },
+    Size {
+        bytes: 64 * 1024,
+        rate: &RATE_64K,
+        server_cost: &COST_64K,
+        client_cpu: &CPU_64K,
+    },
 ];
 
 const fn rate(key: &'static str, label: &'static str) -> Metric {
@@ -64,6 +97,19 @@ const fn rate(key: &'static str, label: &'static str) -> Metric {
         label,
         better: Better::Higher,
         decimals: 0,
+        in_table: true,
+        reference: ServerKind::Fastwebsockets,
+    }
+}
+
+/// Server CPU time per message: unlike messages per second, it holds still when other
+/// work shares the machine.
+const fn cost(key: &'static str, label: &'static str) -> Metric {
+    Metric {
+        key,
+        label,
+        better: Better::Lower,
+        decimals: 1,
         in_table: true,
         reference: ServerKind::Fastwebsockets,
     }
@@ -83,6 +129,18 @@ const fn client_cpu(key: &'static str, label: &'static str) -> Metric {
 const RATE_512: Metric = rate("rr_512_msgs_per_s", "req/resp 500 × 512 B msgs/s");
 const RATE_16K: Metric = rate("rr_16k_msgs_per_s", "req/resp 500 × 16 KiB msgs/s");
 const RATE_64K: Metric = rate("rr_64k_msgs_per_s", "req/resp 500 × 64 KiB msgs/s");
+const COST_512: Metric = cost(
+    "rr_512_server_us_per_msg",
+    "req/resp 512 B server CPU µs/msg",
+);
+const COST_16K: Metric = cost(
+    "rr_16k_server_us_per_msg",
+    "req/resp 16 KiB server CPU µs/msg",
+);
+const COST_64K: Metric = cost(
+    "rr_64k_server_us_per_msg",
+    "req/resp 64 KiB server CPU µs/msg",
+);
 const CPU_512: Metric = client_cpu("rr_512_client_cpu_percent", "req/resp 512 B client CPU %");
 const CPU_16K: Metric = client_cpu("rr_16k_client_cpu_percent", "req/resp 16 KiB client CPU %");
 const CPU_64K: Metric = client_cpu("rr_64k_client_cpu_percent", "req/resp 64 KiB client CPU %");
@@ -102,6 +160,9 @@ pub const METRICS: &[&Metric] = &[
     &RATE_512,
     &RATE_16K,
     &RATE_64K,
+    &COST_512,
+    &COST_16K,
+    &COST_64K,
     &PEAK_RSS_16K,
     &CPU_512,
     &CPU_16K,
@@ -112,9 +173,12 @@ pub const METRICS: &[&Metric] = &[
 pub async fn run(target: &Target, settings: &RequestResponseSettings) -> anyhow::Result<Outcome> {
     let mut measurements = Vec::new();
     let mut warnings = Vec::new();
-    for (index, (size, rate_metric, cpu_metric)) in SIZES.into_iter().enumerate() {
-        let (rate, cpu_use) = one_size(target, settings, size).await?;
-        if index == 0 {
+    for size in SIZES
+        .iter()
+        .filter(|size| settings.sizes.contains(&size.bytes))
+    {
+        let (rate, cpu_use) = one_size(target, settings, size.bytes).await?;
+        if size.rate.key == RATE_16K.key {
             let peak = memory(target.pid)?.peak;
             measurements.push(Measurement {
                 metric: &PEAK_RSS_16K,
@@ -122,11 +186,15 @@ pub async fn run(target: &Target, settings: &RequestResponseSettings) -> anyhow:
             });
         }
         measurements.push(Measurement {
-            metric: rate_metric,
+            metric: size.rate,
             value: rate,
         });
         measurements.push(Measurement {
-            metric: cpu_metric,
+            metric: size.server_cost,
+            value: cpu_use.server / 100.0 / rate * 1e6,
+        });
+        measurements.push(Measurement {
+            metric: size.client_cpu,
             value: cpu_use.client,
         });
         warnings.extend(cpu_use.contention());
