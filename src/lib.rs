@@ -45,8 +45,8 @@ pub use engine::WebSocketConfig;
 pub use handler::{handler_fn, Conn, Handler, HandlerFn};
 pub use hub::{Hub, HubError, HubStats, Member, NameTaken, Target};
 pub use protocol::{
-    close_code, CloseError, CloseReason, Message, Prepared, ProtocolError, Utf8Bytes,
-    MAX_CLOSE_REASON,
+    close_code, CloseError, CloseReason, DeflateConfig, DeflateMode, Message, Prepared,
+    ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,
 };
 pub use queue::{Event, SendError, SessionHandle, SlowConsumerPolicy};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};

@@ -7,13 +7,16 @@
 //! | `estuary_handshakes_total` | counter | `outcome`: accepted, 400, 401, 403, 426, 429, 503, ... |
 //! | `estuary_messages_received_total`, `estuary_messages_sent_total` | counter | |
 //! | `estuary_bytes_received_total`, `estuary_bytes_sent_total` | counter | |
+//! | `estuary_deflate_plain_bytes_total`, `estuary_deflate_compressed_bytes_total` | counter | `direction`: sent, received |
 //! | `estuary_closes_total` | counter | `code`, `reason` (normal, remote, idle, age, rate, too_big, slow_consumer, protocol, shutdown, panic, lost) |
 //! | `estuary_hub_deliveries_total` | counter | |
 //! | `estuary_handler_panics_total` | counter | |
 //!
 //! Message and byte counts are kept per connection and added to these counters at most
 //! every second while it is busy (at once after a quiet spell, and when it closes), so a
-//! scrape lags a busy connection by at most that much.
+//! scrape lags a busy connection by at most that much. The deflate counters cover
+//! compressed messages only (permessage-deflate): their size as messages and on the
+//! wire, so that their ratio is the compression ratio, per direction.
 
 use std::time::Duration;
 
@@ -33,6 +36,10 @@ pub(crate) struct Traffic {
     pub(crate) messages_out: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    /// Compressed messages sent: their bytes as messages, and compressed.
+    pub(crate) deflated: (u64, u64),
+    /// Compressed messages received: their bytes compressed, and inflated.
+    pub(crate) inflated: (u64, u64),
     reported: Instant,
 }
 
@@ -43,6 +50,8 @@ impl Traffic {
             messages_out: 0,
             bytes_in: 0,
             bytes_out: 0,
+            deflated: (0, 0),
+            inflated: (0, 0),
             reported: now,
         }
     }
@@ -50,7 +59,8 @@ impl Traffic {
     /// When the counts waiting are due to be reported; `None` when none wait (or the
     /// `metrics` feature is off).
     pub(crate) fn due(&self) -> Option<Instant> {
-        let waiting = self.messages_in | self.messages_out | self.bytes_in | self.bytes_out != 0;
+        let waiting = self.messages_in | self.messages_out | self.bytes_in | self.bytes_out != 0
+            || self.deflated.0 | self.inflated.0 != 0;
         (cfg!(feature = "metrics") && waiting).then(|| self.reported + REPORT_EVERY)
     }
 
@@ -77,6 +87,27 @@ impl Traffic {
             add("estuary_messages_sent_total", self.messages_out);
             add("estuary_bytes_received_total", self.bytes_in);
             add("estuary_bytes_sent_total", self.bytes_out);
+            let deflate = |name: &'static str, direction: &'static str, n: u64| {
+                if n > 0 {
+                    metrics::counter!(name, "direction" => direction).increment(n);
+                }
+            };
+            deflate("estuary_deflate_plain_bytes_total", "sent", self.deflated.0);
+            deflate(
+                "estuary_deflate_compressed_bytes_total",
+                "sent",
+                self.deflated.1,
+            );
+            deflate(
+                "estuary_deflate_compressed_bytes_total",
+                "received",
+                self.inflated.0,
+            );
+            deflate(
+                "estuary_deflate_plain_bytes_total",
+                "received",
+                self.inflated.1,
+            );
         }
         *self = Traffic::new(now);
     }

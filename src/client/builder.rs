@@ -162,6 +162,7 @@ impl ClientBuilder {
             Target::parse(&self.url)?,
             self.headers,
             self.protocols,
+            self.config.compression.clone(),
             self.config.connect_timeout,
             #[cfg(feature = "tls")]
             &self.tls,

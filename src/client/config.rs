@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::error::ConnectError;
+use crate::protocol::DeflateConfig;
 
 /// How a [`Client`](super::Client) connects, keeps its connection alive and reconnects. A
 /// plain struct with documented defaults.
@@ -42,6 +43,9 @@ pub struct ClientConfig {
     pub while_reconnecting: WhileReconnecting,
     /// The delays between reconnect attempts. Default [`Backoff::default`].
     pub backoff: Backoff,
+    /// permessage-deflate (RFC 7692), offered to the server; `None` offers nothing.
+    /// Default off.
+    pub compression: Option<DeflateConfig>,
 }
 
 impl Default for ClientConfig {
@@ -55,6 +59,7 @@ impl Default for ClientConfig {
             max_queued_bytes: 8 << 20,
             while_reconnecting: WhileReconnecting::Queue,
             backoff: Backoff::default(),
+            compression: None,
         }
     }
 }
@@ -97,6 +102,20 @@ impl ClientConfig {
         self
     }
 
+    /// Offers permessage-deflate with these settings.
+    ///
+    /// ```
+    /// use estuary::client::ClientConfig;
+    /// use estuary::DeflateConfig;
+    ///
+    /// let config = ClientConfig::default().with_compression(DeflateConfig::default());
+    /// assert!(config.compression.is_some());
+    /// ```
+    pub fn with_compression(mut self, deflate: DeflateConfig) -> Self {
+        self.compression = Some(deflate);
+        self
+    }
+
     /// Sets the reconnect backoff.
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
@@ -117,6 +136,9 @@ impl ClientConfig {
         }
         if self.keepalive_interval.is_some() && self.keepalive_timeout.is_zero() {
             return invalid("keepalive_timeout must be above zero".into());
+        }
+        if let Some(Err(why)) = self.compression.as_ref().map(DeflateConfig::validate) {
+            return invalid(format!("compression: {why}"));
         }
         self.backoff.validate()
     }

@@ -18,6 +18,7 @@ use super::handler::ClientHandler;
 use super::stream::Stream;
 use super::{Client, ClientConfig};
 use crate::protocol::codec::{DecodeError, Frame, OpCode, Role};
+use crate::protocol::deflate::Negotiated;
 use crate::protocol::{CloseReason, Message};
 use crate::transport::{guarded, Reader, Writer, HIGH_WATER};
 
@@ -55,6 +56,7 @@ impl<'a> Connection<'a> {
     pub(crate) fn new(
         io: Stream,
         read_buf: Bytes,
+        deflate: Option<&Negotiated>,
         config: &'a ClientConfig,
         client: &'a Client,
         rx: &'a mut UnboundedReceiver<Command>,
@@ -65,8 +67,9 @@ impl<'a> Connection<'a> {
                 Role::Client,
                 config.max_message_size,
                 BytesMut::from(read_buf),
+                deflate,
             ),
-            writer: Writer::new(Role::Client),
+            writer: Writer::new(Role::Client).with_deflate(deflate),
             config,
             client,
             rx,

@@ -171,12 +171,27 @@ impl fmt::Display for DisconnectReason {
 #[derive(Debug, Clone)]
 pub struct Connected {
     protocol: Option<String>,
+    compression: Option<String>,
     headers: HeaderMap,
 }
 
 impl Connected {
-    pub(crate) fn new(protocol: Option<String>, headers: HeaderMap) -> Self {
-        Self { protocol, headers }
+    pub(crate) fn new(
+        protocol: Option<String>,
+        compression: Option<String>,
+        headers: HeaderMap,
+    ) -> Self {
+        Self {
+            protocol,
+            compression,
+            headers,
+        }
+    }
+
+    /// The permessage-deflate parameters the server accepted (its
+    /// `Sec-WebSocket-Extensions`), when the connection is compressed.
+    pub fn compression(&self) -> Option<&str> {
+        self.compression.as_deref()
     }
 
     /// The subprotocol the server chose from those offered, if any.

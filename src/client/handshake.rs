@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 use super::error::ConnectError;
 use super::handler::Connected;
 use super::stream::Stream;
+use crate::protocol::deflate::{negotiation, Negotiated};
+use crate::protocol::DeflateConfig;
 
 /// The GUID RFC 6455 appends to the key for `Sec-WebSocket-Accept`.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -93,6 +95,8 @@ pub(crate) struct Established {
     /// Bytes the server sent right behind its 101, which hyper had already read.
     pub(crate) read_buf: Bytes,
     pub(crate) connected: Connected,
+    /// permessage-deflate, when the server accepted it.
+    pub(crate) deflate: Option<Negotiated>,
 }
 
 /// Everything needed to connect, again and again: built once by the client builder.
@@ -102,6 +106,8 @@ pub(crate) struct Connector {
     /// The subprotocols offered, in order, and the header that offers them.
     protocols: Vec<String>,
     protocol_header: Option<HeaderValue>,
+    /// permessage-deflate's settings and the offer they make.
+    compression: Option<(DeflateConfig, HeaderValue)>,
     timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsConnector>,
@@ -112,6 +118,7 @@ impl Connector {
         target: Target,
         headers: HeaderMap,
         protocols: Vec<String>,
+        compression: Option<DeflateConfig>,
         timeout: Duration,
         #[cfg(feature = "tls")] tls: &super::tls::TlsSettings,
     ) -> Result<Self, ConnectError> {
@@ -119,7 +126,13 @@ impl Connector {
             return Err(ConnectError::TlsNotEnabled);
         }
         let protocol_header = offer_header(&protocols)?;
+        let compression = compression.map(|config| {
+            let offer = HeaderValue::from_str(&negotiation::offer(&config))
+                .expect("the offer is tokens and digits");
+            (config, offer)
+        });
         Ok(Connector {
+            compression,
             #[cfg(feature = "tls")]
             tls: target.secure.then(|| tls.connector()).transpose()?,
             target,
@@ -158,7 +171,7 @@ impl Connector {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(rejection(response).await);
         }
-        let connected = self.check(&response, &key)?;
+        let (connected, deflate) = self.check(&response, &key)?;
         let upgraded = hyper::upgrade::on(response)
             .await
             .map_err(ConnectError::Http)?;
@@ -170,6 +183,7 @@ impl Connector {
             stream: parts.io.into_inner(),
             read_buf: parts.read_buf,
             connected,
+            deflate,
         })
     }
 
@@ -220,11 +234,18 @@ impl Connector {
         if let Some(offer) = &self.protocol_header {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, offer.clone());
         }
+        if let Some((_, offer)) = &self.compression {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, offer.clone());
+        }
         request
     }
 
     /// Checks a 101 response the way RFC 6455 4.1 asks a client to.
-    fn check(&self, response: &Response<Incoming>, key: &str) -> Result<Connected, ConnectError> {
+    fn check(
+        &self,
+        response: &Response<Incoming>,
+        key: &str,
+    ) -> Result<(Connected, Option<Negotiated>), ConnectError> {
         let headers = response.headers();
         let invalid = |problem: String| Err(ConnectError::InvalidResponse(problem));
         let upgrade = headers.get(header::UPGRADE);
@@ -241,11 +262,22 @@ impl Connector {
         {
             return invalid("Sec-WebSocket-Accept does not match the key the client sent".into());
         }
-        if let Some(extensions) = headers.get(header::SEC_WEBSOCKET_EXTENSIONS) {
-            return invalid(format!(
-                "the server accepted extensions the client did not offer: {extensions:?}"
-            ));
-        }
+        let accepted = headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("(not ASCII)"))
+            .collect::<Vec<_>>();
+        let deflate = match (&self.compression, accepted.first()) {
+            (_, None) => None,
+            (None, Some(first)) => {
+                return invalid(format!(
+                    "the server accepted extensions the client did not offer: {first:?}"
+                ))
+            }
+            (Some((config, _)), Some(_)) => negotiation::confirm(config, accepted.iter().copied())
+                .map_err(ConnectError::InvalidResponse)?,
+        };
+        let compression = deflate.is_some().then(|| accepted.join(", "));
         let mut chosen = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
         let protocol = match (chosen.next(), chosen.next()) {
             (None, _) => None,
@@ -260,7 +292,10 @@ impl Connector {
                 Some(value.to_owned())
             }
         };
-        Ok(Connected::new(protocol, headers.clone()))
+        Ok((
+            Connected::new(protocol, compression, headers.clone()),
+            deflate,
+        ))
     }
 }
 

@@ -88,6 +88,7 @@ async fn open<H: ClientHandler>(
         stream,
         read_buf,
         connected,
+        deflate,
     } = established;
     if guarded(|| handler.on_open(client, &connected))
         .await
@@ -96,7 +97,7 @@ async fn open<H: ClientHandler>(
         tracing::error!("client handler panicked in on_open");
         return CloseReason::HandlerPanic;
     }
-    Connection::new(stream, read_buf, config, client, rx)
+    Connection::new(stream, read_buf, deflate.as_ref(), config, client, rx)
         .run(handler)
         .await
 }

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use estuary_middleware::SessionLimits;
 
+use crate::protocol::DeflateConfig;
 use crate::queue::SlowConsumerPolicy;
 
 /// How the connection engine runs a socket. A plain struct with documented defaults.
@@ -40,6 +41,9 @@ pub struct WebSocketConfig {
     /// Idle timeout, max age, message rate and max message size for every connection,
     /// unless a `SessionLimits` extension on the request says otherwise. Default: none.
     pub limits: SessionLimits,
+    /// permessage-deflate (RFC 7692), accepted when a client offers it; `None` turns it
+    /// off. Default off: compression costs CPU that only some traffic pays back.
+    pub compression: Option<DeflateConfig>,
 }
 
 impl Default for WebSocketConfig {
@@ -52,6 +56,7 @@ impl Default for WebSocketConfig {
             max_queued_bytes: 8 << 20,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             limits: SessionLimits::default(),
+            compression: None,
         }
     }
 }
@@ -85,6 +90,19 @@ impl WebSocketConfig {
     /// Sets the slow-consumer policy.
     pub fn with_slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
         self.slow_consumer = policy;
+        self
+    }
+
+    /// Accepts permessage-deflate with these settings when a client offers it.
+    ///
+    /// ```
+    /// use estuary::{DeflateConfig, WebSocketConfig};
+    ///
+    /// let config = WebSocketConfig::default().with_compression(DeflateConfig::default());
+    /// assert!(config.compression.is_some());
+    /// ```
+    pub fn with_compression(mut self, deflate: DeflateConfig) -> Self {
+        self.compression = Some(deflate);
         self
     }
 

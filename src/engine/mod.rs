@@ -25,6 +25,7 @@ pub use config::WebSocketConfig;
 use crate::handler::{Conn, Handler};
 use crate::metrics::{self, Traffic};
 use crate::protocol::codec::{DecodeError, Frame, OpCode, Role};
+use crate::protocol::deflate::Negotiated;
 use crate::protocol::CloseReason;
 use crate::queue::{Outbound, QueueState};
 use crate::transport::{guarded, Reader, HIGH_WATER};
@@ -78,12 +79,13 @@ impl<S: Io> Engine<S> {
         config: Arc<WebSocketConfig>,
         limits: SessionLimits,
         queue: Arc<QueueState>,
+        deflate: Option<&Negotiated>,
     ) -> Self {
         let max_message = limits.max_message_size.unwrap_or(config.max_message_size);
         let now = Instant::now();
         Self {
             io,
-            reader: Reader::new(Role::Server, max_message, rbuf),
+            reader: Reader::new(Role::Server, max_message, rbuf, deflate),
             queue,
             config,
             limits,
@@ -127,7 +129,7 @@ impl<S: Io> Engine<S> {
         }
         let reason = conn.writer().finish(CloseReason::ConnectionLost);
         self.traffic.bytes_out += conn.writer().take_written();
-        self.traffic.messages_out += conn.take_sent();
+        self.collect_traffic(&mut conn);
         self.traffic.flush(Instant::now());
         metrics::connection_closed(&reason);
         tracing::debug!(%reason, "websocket closed");
@@ -180,7 +182,7 @@ impl<S: Io> Engine<S> {
                 }
             }
             self.note_closing(conn);
-            self.traffic.messages_out += conn.take_sent();
+            self.collect_traffic(conn);
             self.traffic.report_if_due(Instant::now());
             let next = self.next_deadline(conn);
             if next < sleep.deadline() {
@@ -284,6 +286,17 @@ impl<S: Io> Engine<S> {
         self.reader.release::<S>();
         conn.writer().release();
         self.queue.release_if_empty();
+    }
+
+    /// Moves what the handler sent, and what compression did, into the traffic counts.
+    fn collect_traffic(&mut self, conn: &mut Conn) {
+        self.traffic.messages_out += conn.take_sent();
+        let (plain, compressed) = conn.writer().take_deflated();
+        self.traffic.deflated.0 += plain;
+        self.traffic.deflated.1 += compressed;
+        let (compressed, plain) = self.reader.take_inflated();
+        self.traffic.inflated.0 += compressed;
+        self.traffic.inflated.1 += plain;
     }
 
     /// Arms the close timeout the first time the connection is seen closing.

@@ -1,5 +1,6 @@
 use crate::hub::{Hub, HubRegistration, NameTaken};
 use crate::protocol::codec::{OpCode, Role};
+use crate::protocol::deflate::Negotiated;
 use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
 use crate::queue::{SendError, SessionHandle, SlowConsumerPolicy};
 use crate::session::Session;
@@ -44,10 +45,11 @@ impl Conn {
         hub: HubRegistration,
         max_buffered: usize,
         policy: SlowConsumerPolicy,
+        deflate: Option<&Negotiated>,
     ) -> Self {
         Self {
             session,
-            writer: Writer::new(Role::Server),
+            writer: Writer::new(Role::Server).with_deflate(deflate),
             handle,
             hub,
             max_buffered,

@@ -137,7 +137,7 @@ impl fmt::Display for CloseReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// RSV1-3 set without a negotiated extension.
+    /// RSV1-3 set without a negotiated extension (RSV1 is permessage-deflate's).
     ReservedBits,
     /// An opcode RFC 6455 reserves.
     ReservedOpcode(u8),
@@ -163,6 +163,13 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// Invalid UTF-8 in a close reason (close 1007).
     InvalidCloseReason,
+    /// RSV1 (compression) set on a control frame.
+    CompressedControl,
+    /// RSV1 (compression) set on a continuation frame: only a message's first frame says
+    /// it is compressed.
+    CompressedContinuation,
+    /// A compressed message that is not valid deflate data.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -190,6 +197,9 @@ impl ProtocolError {
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::InvalidUtf8 => "invalid UTF-8 in text message",
             ProtocolError::InvalidCloseReason => "invalid UTF-8 in close reason",
+            ProtocolError::CompressedControl => "control frames must not be compressed",
+            ProtocolError::CompressedContinuation => "RSV1 set on a continuation frame",
+            ProtocolError::InvalidCompressedData => "invalid deflate data in message",
         }
     }
 }

@@ -6,11 +6,26 @@
 
 mod close;
 pub(crate) mod codec;
+pub(crate) mod deflate;
 mod message;
 mod prepared;
 mod utf8;
 
+use bytes::BytesMut;
+
 pub(crate) use close::validate_outgoing;
 pub use close::{close_code, CloseError, CloseReason, ProtocolError, MAX_CLOSE_REASON};
+pub use deflate::{DeflateConfig, DeflateMode};
 pub use message::{Message, Utf8Bytes};
 pub use prepared::Prepared;
+
+/// Makes room for at least `want` more bytes in `buf`, reusing its allocation when every
+/// frame split off it is gone, and growing it to exactly what is needed otherwise.
+pub(crate) fn make_room(buf: &mut BytesMut, want: usize) {
+    if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
+        return;
+    }
+    let mut grown = BytesMut::with_capacity(buf.len() + want);
+    grown.extend_from_slice(buf);
+    *buf = grown;
+}

@@ -39,6 +39,7 @@ pub struct Session {
     headers: HeaderMap,
     extensions: Extensions,
     protocol: Option<Arc<str>>,
+    compression: Option<Arc<str>>,
     opened_at: Instant,
 }
 
@@ -64,6 +65,7 @@ impl Session {
             headers: owned_headers(headers),
             extensions,
             protocol,
+            compression: None,
             opened_at: Instant::now(),
         }
     }
@@ -132,6 +134,16 @@ impl Session {
     /// The subprotocol the handler picked, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed on (the `Sec-WebSocket-Extensions` the
+    /// server answered), when the connection is compressed.
+    pub fn compression(&self) -> Option<&str> {
+        self.compression.as_deref()
+    }
+
+    pub(crate) fn set_compression(&mut self, agreed: &str) {
+        self.compression = Some(Arc::from(agreed));
     }
 
     /// When the socket opened.

@@ -28,9 +28,12 @@ pub(crate) use close::{CloseState, PeerClose};
 pub(crate) use guard::guarded;
 
 use crate::protocol::codec::{
-    encode_close, encode_frame, DecodeError, Decoder, Frame, FrameHeader, OpCode, Role,
+    encode_close, encode_data_frame, encode_frame, DecodeError, Decoder, Frame, FrameHeader,
+    OpCode, Role,
 };
-use crate::protocol::{CloseReason, Message, Prepared};
+use crate::protocol::deflate::Deflater;
+use crate::protocol::deflate::Negotiated;
+use crate::protocol::{make_room, CloseReason, Message, Prepared};
 
 /// Above this many unwritten bytes a connection stops reading the socket and its queue,
 /// which pushes back on a peer that sends without reading.
@@ -111,13 +114,26 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    /// A reader for `role`, with bytes that arrived with the handshake in `buf`.
-    pub(crate) fn new(role: Role, max_message_size: usize, buf: BytesMut) -> Self {
+    /// A reader for `role`, with bytes that arrived with the handshake in `buf`, that
+    /// inflates compressed messages when permessage-deflate was `negotiated`.
+    pub(crate) fn new(
+        role: Role,
+        max_message_size: usize,
+        buf: BytesMut,
+        negotiated: Option<&Negotiated>,
+    ) -> Self {
+        let decoder = Decoder::new(role, max_message_size)
+            .with_inflater(negotiated.map(Negotiated::inflater));
         Self {
             buf,
-            decoder: Decoder::new(role, max_message_size),
+            decoder,
             recent: 0,
         }
+    }
+
+    /// Compressed bytes received, and what they inflated to, since the last call.
+    pub(crate) fn take_inflated(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.decoder.inflated)
     }
 
     /// Reads what the socket has; `Ok(0)` is the end of the stream.
@@ -184,17 +200,6 @@ impl Reader {
     }
 }
 
-/// Makes room for at least `want` more bytes in `buf`, reusing its allocation when every
-/// frame split off it is gone, and growing it to exactly what is needed otherwise.
-fn make_room(buf: &mut BytesMut, want: usize) {
-    if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
-        return;
-    }
-    let mut grown = BytesMut::with_capacity(buf.len() + want);
-    grown.extend_from_slice(buf);
-    *buf = grown;
-}
-
 /// The sending half: frames waiting to be written, and the closing handshake.
 ///
 /// Small frames and every header are coalesced into one buffer; a large payload stays in
@@ -215,6 +220,11 @@ pub(crate) struct Writer {
     unflushed: bool,
     /// Bytes written since [`Writer::take_written`].
     written: u64,
+    /// permessage-deflate, when it was negotiated.
+    deflater: Option<Deflater>,
+    /// Message bytes compressed, and what they compressed to, since
+    /// [`Writer::take_deflated`].
+    deflated: (u64, u64),
 }
 
 impl Writer {
@@ -229,7 +239,20 @@ impl Writer {
             close: CloseState::Open,
             unflushed: false,
             written: 0,
+            deflater: None,
+            deflated: (0, 0),
         }
+    }
+
+    /// Compresses messages as permessage-deflate `negotiated`, if it was.
+    pub(crate) fn with_deflate(mut self, negotiated: Option<&Negotiated>) -> Self {
+        self.deflater = negotiated.map(Negotiated::deflater);
+        self
+    }
+
+    /// Message bytes compressed, and what they compressed to, since the last call.
+    pub(crate) fn take_deflated(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.deflated)
     }
 
     /// Bytes waiting to be written.
@@ -247,16 +270,54 @@ impl Writer {
         &self.close
     }
 
-    /// Appends a message as one frame. The caller checked that the connection is open.
+    /// Appends a message as one frame, compressed if that was negotiated and pays. The
+    /// caller checked that the connection is open.
     pub(crate) fn message(&mut self, message: &Message) {
-        self.payload_frame(OpCode::of(message), message.payload());
+        let payload = message.payload();
+        let compressed = self.deflater.as_mut().and_then(|d| d.compress(payload));
+        self.data_frame(OpCode::of(message), payload, compressed);
     }
 
-    /// Appends a frame prepared once for many connections.
+    /// Appends a frame prepared once for many connections: its compressed payload is
+    /// shared with every connection of the same compression setting.
     pub(crate) fn prepared(&mut self, frame: &Prepared) {
+        let payload = frame.payload();
+        let compressed = match &mut self.deflater {
+            Some(deflater) if payload.len() >= deflater.threshold() => {
+                match deflater.shared_setting() {
+                    Some(setting) => frame.compressed(setting),
+                    None => deflater.compress(payload),
+                }
+            }
+            _ => None,
+        };
+        if compressed.is_none() && self.role == Role::Server {
+            // Plain: the header was encoded once, too.
+            self.header_and_payload(frame.header(), payload);
+            return;
+        }
+        self.data_frame(OpCode::of(frame.message()), payload, compressed);
+    }
+
+    /// Appends a data frame: `payload`, or its `compressed` form with RSV1 set.
+    fn data_frame(&mut self, opcode: OpCode, payload: &Bytes, compressed: Option<Bytes>) {
+        if let Some(compressed) = &compressed {
+            self.deflated.0 += payload.len() as u64;
+            self.deflated.1 += compressed.len() as u64;
+        }
+        let (rsv1, payload) = match &compressed {
+            Some(compressed) => (true, compressed),
+            None => (false, payload),
+        };
         match self.role {
-            Role::Server => self.header_and_payload(frame.header(), frame.payload()),
-            Role::Client => self.message(frame.message()),
+            Role::Server => {
+                let header = FrameHeader::new(true, rsv1, opcode, payload.len(), None);
+                self.header_and_payload(header.as_bytes(), payload);
+            }
+            Role::Client => {
+                let mask = self.mask();
+                self.append(|buf| encode_data_frame(buf, rsv1, opcode, payload, mask));
+            }
         }
     }
 
@@ -300,19 +361,6 @@ impl Writer {
         let before = self.buf.len();
         encode(&mut self.buf);
         self.tail += self.buf.len() - before;
-    }
-
-    fn payload_frame(&mut self, opcode: OpCode, payload: &Bytes) {
-        match self.role {
-            Role::Server => {
-                let header = FrameHeader::new(true, false, opcode, payload.len(), None);
-                self.header_and_payload(header.as_bytes(), payload);
-            }
-            Role::Client => {
-                let mask = self.mask();
-                self.append(|buf| encode_frame(buf, opcode, payload, mask));
-            }
-        }
     }
 
     fn header_and_payload(&mut self, header: &[u8], payload: &Bytes) {

@@ -319,7 +319,7 @@ fn read_once(reader: &mut Reader, io: &mut Memory) -> usize {
 
 #[test]
 fn a_header_declaring_60_mb_reserves_only_as_much_as_has_arrived() {
-    let mut reader = Reader::new(Role::Server, 64 << 20, BytesMut::new());
+    let mut reader = Reader::new(Role::Server, 64 << 20, BytesMut::new(), None);
     let mut io = Memory::new(0, true);
     let mut first = client_header(60 << 20);
     first.extend(vec![0; 100]);
@@ -343,7 +343,7 @@ fn a_header_declaring_60_mb_reserves_only_as_much_as_has_arrived() {
 
 #[test]
 fn a_busy_connection_reads_a_message_like_the_last_in_one_read() {
-    let mut reader = Reader::new(Role::Server, 1 << 20, BytesMut::new());
+    let mut reader = Reader::new(Role::Server, 1 << 20, BytesMut::new(), None);
     let mut io = Memory::new(0, true);
     let mut frame = client_header(16 * 1024);
     frame.extend(vec![0; 16 * 1024]);
@@ -376,7 +376,7 @@ fn frame_len(payload: usize) -> usize {
 
 #[test]
 fn a_quiet_connection_gives_its_buffers_back() {
-    let mut reader = Reader::new(Role::Server, 1 << 20, BytesMut::new());
+    let mut reader = Reader::new(Role::Server, 1 << 20, BytesMut::new(), None);
     let mut io = Memory::new(usize::MAX, true);
     let mut frame = client_header(100);
     frame.extend(vec![0; 100]);

@@ -6,6 +6,9 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 
+use crate::protocol::deflate::{negotiation, Negotiated};
+use crate::protocol::DeflateConfig;
+
 /// Why a request was not upgraded to a WebSocket.
 ///
 /// ```
@@ -41,6 +44,9 @@ pub enum HandshakeError {
     NotUpgradable,
     /// The server is shutting down (503).
     ShuttingDown,
+    /// A `Sec-WebSocket-Extensions` header that does not parse (400); the reason says
+    /// where. (An offer the server cannot accept is declined, not refused.)
+    MalformedExtensions(String),
 }
 
 impl HandshakeError {
@@ -51,7 +57,8 @@ impl HandshakeError {
             | HandshakeError::NotHttp11(_)
             | HandshakeError::MissingKey
             | HandshakeError::KeyNotBase64
-            | HandshakeError::InvalidKey { .. } => StatusCode::BAD_REQUEST,
+            | HandshakeError::InvalidKey { .. }
+            | HandshakeError::MalformedExtensions(_) => StatusCode::BAD_REQUEST,
             HandshakeError::MissingUpgrade
             | HandshakeError::MissingConnectionUpgrade
             | HandshakeError::UnsupportedVersion(_) => StatusCode::UPGRADE_REQUIRED,
@@ -121,6 +128,7 @@ impl std::fmt::Display for HandshakeError {
                 "this connection cannot be upgraded: serve it with hyper's upgrades enabled",
             ),
             HandshakeError::ShuttingDown => f.write_str("server is shutting down"),
+            HandshakeError::MalformedExtensions(why) => f.write_str(why),
         }
     }
 }
@@ -163,11 +171,12 @@ pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-/// The 101 response: `Sec-WebSocket-Accept` from the validated key, and the chosen
-/// subprotocol, if any.
+/// The 101 response: `Sec-WebSocket-Accept` from the validated key, the chosen
+/// subprotocol and the accepted extension, if any.
 pub(crate) fn switching_protocols(
     headers: &HeaderMap,
     protocol: Option<&str>,
+    extensions: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -184,7 +193,31 @@ pub(crate) fn switching_protocols(
         let value = HeaderValue::from_str(protocol).expect("offered protocols are header values");
         out.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
+    if let Some(extensions) = extensions {
+        let value = HeaderValue::from_str(extensions).expect("the answer is tokens and digits");
+        out.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+    }
     response
+}
+
+/// permessage-deflate for this handshake: the offer accepted, if any; an error only for
+/// a header that does not parse.
+pub(crate) fn negotiate_deflate(
+    config: &DeflateConfig,
+    headers: &HeaderMap,
+) -> Result<Option<Negotiated>, HandshakeError> {
+    let offers = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .map(|value| value.to_str().map_err(|_| "a value that is not ASCII"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|why| {
+            HandshakeError::MalformedExtensions(format!(
+                "malformed Sec-WebSocket-Extensions header: {why}"
+            ))
+        })?;
+    negotiation::accept(config, offers)
+        .map_err(|e| HandshakeError::MalformedExtensions(e.to_string()))
 }
 
 /// `Sec-WebSocket-Accept` for a key (RFC 6455 4.2.2): base64 of the SHA-1 of the key and

@@ -22,6 +22,7 @@ pub use handshake::HandshakeError;
 use crate::engine::{Engine, WebSocketConfig};
 use crate::handler::{Conn, Handler};
 use crate::hub::Hub;
+use crate::protocol::deflate::Negotiated;
 use crate::queue::{QueueState, SessionHandle};
 use crate::server::Shutdown;
 use crate::session::Session;
@@ -112,14 +113,26 @@ impl<H: Handler> WebSocketService<H> {
             ),
             None => None,
         };
-        let response = handshake::switching_protocols(request.headers(), protocol.as_deref());
+        let deflate = match &self.config.compression {
+            Some(config) => handshake::negotiate_deflate(config, request.headers())?,
+            None => None,
+        };
+        let response = handshake::switching_protocols(
+            request.headers(),
+            protocol.as_deref(),
+            deflate.as_ref().map(|agreed| agreed.header.as_str()),
+        );
         let on_upgrade = hyper::upgrade::on(&mut request);
 
         let (parts, _body) = request.into_parts();
         let limits = self
             .config
             .limits_for(parts.extensions.get::<SessionLimits>());
-        let session = Session::new(parts.uri, parts.headers, parts.extensions, protocol.clone());
+        let mut session =
+            Session::new(parts.uri, parts.headers, parts.extensions, protocol.clone());
+        if let Some(agreed) = &deflate {
+            session.set_compression(&agreed.header);
+        }
         let span = tracing::debug_span!(
             "ws",
             session = session.id(),
@@ -137,6 +150,7 @@ impl<H: Handler> WebSocketService<H> {
             registration,
             self.config.max_queued_bytes,
             self.config.slow_consumer,
+            deflate.as_ref(),
         );
         // Boxed, so that the task holds a pointer until the upgrade completes, and then
         // only the engine: a connection's whole state lives in one allocation of its own.
@@ -146,6 +160,7 @@ impl<H: Handler> WebSocketService<H> {
             config: self.config.clone(),
             limits,
             queue,
+            deflate,
         });
         let task = async move {
             let _registration = shutdown_registration;
@@ -173,6 +188,7 @@ struct Pending<H> {
     config: Arc<WebSocketConfig>,
     limits: SessionLimits,
     queue: Arc<QueueState>,
+    deflate: Option<Negotiated>,
 }
 
 impl<H: Handler> Pending<H> {
@@ -191,7 +207,9 @@ impl<H: Handler> Pending<H> {
             config,
             limits,
             queue,
+            deflate,
         } = *self;
+        let deflate = deflate.as_ref();
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // Bytes the client sent right behind its handshake. `read_buf` is a view
@@ -200,12 +218,12 @@ impl<H: Handler> Pending<H> {
                 let hyper::upgrade::Parts { io, read_buf, .. } = parts;
                 let rbuf = BytesMut::from(&read_buf[..]);
                 drop(read_buf);
-                let engine = Engine::new(io.into_inner(), rbuf, config, limits, queue);
+                let engine = Engine::new(io.into_inner(), rbuf, config, limits, queue, deflate);
                 Box::pin(engine.run(handler, conn))
             }
             Err(upgraded) => {
                 let io = TokioIo::new(upgraded);
-                let engine = Engine::new(io, BytesMut::new(), config, limits, queue);
+                let engine = Engine::new(io, BytesMut::new(), config, limits, queue, deflate);
                 Box::pin(engine.run(handler, conn))
             }
         }

@@ -12,6 +12,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::close::{is_valid_wire_code, ProtocolError};
+use super::deflate::{InflateError, Inflater};
 use super::message::{Message, Utf8Bytes};
 use super::utf8::Utf8Validator;
 
@@ -117,11 +118,16 @@ struct Header {
     len: usize,
 }
 
-/// A fragmented message being put together.
+/// A message being put together: a fragmented one, or a compressed one being inflated.
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// The message is compressed: its frames' payloads are inflated onto `data` as they
+    /// arrive, and dropped from the read buffer.
+    compressed: bool,
     data: BytesMut,
+    /// Compressed bytes received so far, bounded like a message (see [`wire_limit`]).
+    wire: usize,
 }
 
 /// The receive half of the protocol state machine.
@@ -134,6 +140,10 @@ pub(crate) struct Decoder {
     current: Option<(Header, usize)>,
     partial: Option<Partial>,
     utf8: Utf8Validator,
+    /// permessage-deflate, when it was negotiated.
+    inflater: Option<Inflater>,
+    /// Compressed bytes received and what they inflated to, since the last look.
+    pub(crate) inflated: (u64, u64),
 }
 
 impl Decoder {
@@ -144,7 +154,16 @@ impl Decoder {
             current: None,
             partial: None,
             utf8: Utf8Validator::default(),
+            inflater: None,
+            inflated: (0, 0),
         }
+    }
+
+    /// Accepts compressed messages (RSV1 on their first frame) and inflates them with
+    /// `inflater`: permessage-deflate was negotiated.
+    pub(crate) fn with_inflater(mut self, inflater: Option<Inflater>) -> Self {
+        self.inflater = inflater;
+        self
     }
 
     /// How many more bytes the frame in progress needs, to size the next read.
@@ -178,6 +197,13 @@ impl Decoder {
                 },
             };
 
+            if self.partial.as_ref().is_some_and(|p| p.compressed) && !header.opcode.is_control() {
+                match self.inflate_frame(buf, header, done)? {
+                    Inflated::Waiting => return Ok(None),
+                    Inflated::Message(frame) => return Ok(Some(frame)),
+                    Inflated::Fragment => continue,
+                }
+            }
             let available = buf.len().min(header.len);
             if available > done {
                 let chunk = &mut buf[done..available];
@@ -202,7 +228,71 @@ impl Decoder {
         }
     }
 
+    /// Takes the compressed payload of `header`'s frame that has arrived (`done` bytes of
+    /// it were before): unmasks it, inflates it onto the message, checks the text that
+    /// came out, and drops it from `buf`. At the end of the message's last frame, the
+    /// whole message.
+    fn inflate_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        header: Header,
+        done: usize,
+    ) -> Result<Inflated, DecodeError> {
+        let available = buf.len().min(header.len - done);
+        let limit = self.max_message_size;
+        let inflater = self
+            .inflater
+            .as_mut()
+            .expect("a compressed message was only accepted with an inflater");
+        let partial = self
+            .partial
+            .as_mut()
+            .expect("a compressed message has its partial");
+        if available > 0 {
+            let chunk = &mut buf[..available];
+            if let Some(mask) = header.mask {
+                fastwebsockets::unmask(chunk, rotate(mask, done));
+            }
+            let before = partial.data.len();
+            inflater
+                .inflate(chunk, &mut partial.data, limit)
+                .map_err(inflate_error)?;
+            self.inflated.0 += available as u64;
+            self.inflated.1 += (partial.data.len() - before) as u64;
+            if partial.text {
+                self.utf8
+                    .feed(&partial.data[before..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            buf.advance(available);
+        }
+        if done + available < header.len {
+            self.current = Some((header, done + available));
+            return Ok(Inflated::Waiting);
+        }
+        self.current = None;
+        if !header.fin {
+            return Ok(Inflated::Fragment);
+        }
+        let before = partial.data.len();
+        inflater
+            .finish(&mut partial.data, limit)
+            .map_err(inflate_error)?;
+        self.inflated.1 += (partial.data.len() - before) as u64;
+        let Partial { text, data, .. } = self.partial.take().expect("checked above");
+        if text {
+            self.utf8
+                .feed(&data[before..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.finish_message(text, data).map(Inflated::Message)
+    }
+
     fn is_text(&self, opcode: OpCode) -> bool {
+        if self.partial.as_ref().is_some_and(|p| p.compressed) {
+            // Checked on the inflated bytes instead.
+            return false;
+        }
         match opcode {
             OpCode::Text => true,
             OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
@@ -215,11 +305,18 @@ impl Decoder {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
+        let compressed = b0 & 0x40 != 0;
+        if b0 & 0x30 != 0 || (compressed && self.inflater.is_none()) {
             return Err(ProtocolError::ReservedBits.into());
         }
         let fin = b0 & 0x80 != 0;
         let opcode = OpCode::from_u8(b0 & 0x0F)?;
+        if compressed && opcode.is_control() {
+            return Err(ProtocolError::CompressedControl.into());
+        }
+        if compressed && opcode == OpCode::Continuation {
+            return Err(ProtocolError::CompressedContinuation.into());
+        }
         let masked = b1 & 0x80 != 0;
         match (self.role, masked) {
             (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame.into()),
@@ -263,8 +360,18 @@ impl Decoder {
             return Err(ProtocolError::InvalidLength.into());
         }
         if !opcode.is_control() {
-            let so_far = self.partial.as_ref().map_or(0, |p| p.data.len()) as u64;
-            if so_far.saturating_add(len) > self.max_message_size as u64 {
+            let compressing = compressed || self.partial.as_ref().is_some_and(|p| p.compressed);
+            // A compressed message is bounded by what it inflates to, as it inflates; its
+            // compressed bytes only by a little over the same size, since deflate never
+            // grows data by more than a few bytes per block.
+            let (so_far, limit) = if compressing {
+                let wire = self.partial.as_ref().map_or(0, |p| p.wire);
+                (wire, wire_limit(self.max_message_size))
+            } else {
+                let data = self.partial.as_ref().map_or(0, |p| p.data.len());
+                (data, self.max_message_size)
+            };
+            if (so_far as u64).saturating_add(len) > limit as u64 {
                 return Err(DecodeError::TooBig);
             }
         }
@@ -276,6 +383,19 @@ impl Decoder {
         let len = len as usize; // bounded by max_message_size (data) or 125 (control)
         if opcode == OpCode::Text {
             self.utf8.reset();
+        }
+        if compressed {
+            self.partial = Some(Partial {
+                text: opcode == OpCode::Text,
+                compressed: true,
+                data: BytesMut::new(),
+                wire: 0,
+            });
+        }
+        if let Some(partial) = self.partial.as_mut().filter(|p| p.compressed) {
+            if !opcode.is_control() {
+                partial.wire += len;
+            }
         }
         Ok(Some(Header {
             fin,
@@ -301,7 +421,9 @@ impl Decoder {
                 if !header.fin {
                     self.partial = Some(Partial {
                         text,
+                        compressed: false,
                         data: payload,
+                        wire: 0,
                     });
                     return Ok(None);
                 }
@@ -316,7 +438,7 @@ impl Decoder {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Partial { text, data } = self.partial.take().expect("checked above");
+                let Partial { text, data, .. } = self.partial.take().expect("checked above");
                 self.finish_message(text, data)?
             }
         };
@@ -350,6 +472,30 @@ fn decode_close(mut payload: BytesMut) -> Result<Frame, ProtocolError> {
             Ok(Frame::Close(Some((code, reason))))
         }
     }
+}
+
+/// What [`Decoder::inflate_frame`] got to.
+enum Inflated {
+    /// More of the frame must arrive.
+    Waiting,
+    /// The frame is done; the message goes on in the next one.
+    Fragment,
+    /// The message is done.
+    Message(Frame),
+}
+
+fn inflate_error(error: InflateError) -> DecodeError {
+    match error {
+        InflateError::TooBig => DecodeError::TooBig,
+        InflateError::Corrupt => DecodeError::Protocol(ProtocolError::InvalidCompressedData),
+    }
+}
+
+/// The most compressed bytes one message may take: its max size, and a little more.
+fn wire_limit(max_message_size: usize) -> usize {
+    max_message_size
+        .saturating_add(max_message_size / 16)
+        .saturating_add(1024)
 }
 
 /// The mask as it applies from byte `offset` of the payload on.
@@ -409,6 +555,7 @@ impl FrameHeader {
 }
 
 /// Writes a frame header for a payload of `len` bytes.
+#[cfg(test)]
 pub(crate) fn encode_header(
     out: &mut BytesMut,
     fin: bool,
@@ -426,8 +573,19 @@ pub(crate) fn encode_frame(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) {
+    encode_data_frame(out, false, opcode, payload, mask);
+}
+
+/// Writes a whole frame with RSV1 set when its payload is `compressed`.
+pub(crate) fn encode_data_frame(
+    out: &mut BytesMut,
+    compressed: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     out.reserve(payload.len() + 14);
-    encode_header(out, true, opcode, payload.len(), mask);
+    out.put_slice(FrameHeader::new(true, compressed, opcode, payload.len(), mask).as_bytes());
     let start = out.len();
     out.put_slice(payload);
     if let Some(mask) = mask {
