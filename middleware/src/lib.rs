@@ -67,6 +67,7 @@ pub mod auth;
 pub mod conn_limit;
 pub mod extensions;
 pub mod health;
+pub mod key;
 pub mod origin;
 pub mod rate_limit;
 pub mod response;
