@@ -1,6 +1,8 @@
 //! Serving a tower service over TCP: socket2 binding, HTTP/1.1 with upgrades through
 //! hyper-util, graceful shutdown.
 
+mod pending;
+mod refusals;
 mod shutdown;
 #[cfg(feature = "tls")]
 mod tls;
@@ -13,17 +15,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use estuary_middleware::key::DEFAULT_IPV6_PREFIX;
 use estuary_middleware::PeerAddr;
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
+use pending::{Busy, PendingLimit};
+use refusals::RefusalLog;
 pub use shutdown::Shutdown;
 #[cfg(feature = "tls")]
 pub use tls::{tls_from_pem, TlsError, TlsFile};
@@ -52,6 +56,8 @@ pub struct ServerBuilder {
     header_read_timeout: Duration,
     max_header_size: usize,
     max_pending_handshakes: usize,
+    max_pending_handshakes_per_ip: Option<usize>,
+    ipv6_prefix: u8,
 }
 
 impl Default for ServerBuilder {
@@ -65,6 +71,8 @@ impl Default for ServerBuilder {
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_ip: None,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
 }
@@ -116,6 +124,42 @@ impl ServerBuilder {
         self
     }
 
+    /// The most connections from one IP address (IPv6: one network, see
+    /// [`ipv6_prefix`](Self::ipv6_prefix)) that may be in their HTTP phase at once, so
+    /// that one address cannot take every place of
+    /// [`max_pending_handshakes`](Self::max_pending_handshakes); one more is answered 503
+    /// with `Retry-After` and closed. Idle keep-alive connections count. Default: no
+    /// limit per address, because behind a reverse proxy every client has the proxy's
+    /// address.
+    ///
+    /// ```no_run
+    /// # fn run() -> std::io::Result<()> {
+    /// let server = estuary::Server::builder()
+    ///     .max_pending_handshakes(1024)
+    ///     .max_pending_handshakes_per_ip(64)
+    ///     .bind("0.0.0.0:3000".parse().unwrap())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_pending_handshakes_per_ip(mut self, max: usize) -> Self {
+        self.max_pending_handshakes_per_ip = Some(max);
+        self
+    }
+
+    /// How many leading bits of an IPv6 address make one client for the per-address
+    /// limit: one host is routinely given a whole /64. Default 64.
+    ///
+    /// # Panics
+    ///
+    /// If `bits` is more than 128.
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        assert!(
+            bits <= 128,
+            "an IPv6 prefix is at most 128 bits, got {bits}"
+        );
+        self.ipv6_prefix = bits;
+        self
+    }
+
     /// Binds the listening socket (TCP_NODELAY on every accepted socket).
     pub fn bind(self, addr: SocketAddr) -> io::Result<Server> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -148,6 +192,11 @@ impl std::fmt::Debug for ServerBuilder {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_size", &self.max_header_size)
             .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .field(
+                "max_pending_handshakes_per_ip",
+                &self.max_pending_handshakes_per_ip,
+            )
+            .field("ipv6_prefix", &self.ipv6_prefix)
             .finish()
     }
 }
@@ -337,7 +386,12 @@ impl Acceptor {
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_size.max(8192));
-        let pending = Arc::new(Semaphore::new(config.max_pending_handshakes));
+        let pending = PendingLimit::new(
+            config.max_pending_handshakes,
+            config.max_pending_handshakes_per_ip,
+            config.ipv6_prefix,
+        );
+        let refusals = Arc::new(RefusalLog::new());
 
         loop {
             let (stream, peer) = tokio::select! {
@@ -355,22 +409,31 @@ impl Acceptor {
                 () = stop.cancelled() => break,
             };
             let _ = stream.set_nodelay(true);
-            let Ok(permit) = pending.clone().try_acquire_owned() else {
-                http_conns.spawn(refuse_busy(stream, peer));
-                continue;
+            let permit = match pending.try_acquire(peer.ip()) {
+                Ok(permit) => permit,
+                Err(busy) => {
+                    http_conns.spawn(refuse_busy(stream, peer, busy, refusals.clone()));
+                    continue;
+                }
             };
             let service = service.clone();
             let registry = shutdown.clone();
+            let refusals = refusals.clone();
             let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(PeerAddr(peer));
                 request.extensions_mut().insert(registry.clone());
                 let handshake =
                     is_websocket_upgrade(&request).then(|| request.uri().path().to_owned());
                 let response = service.clone().oneshot(request);
+                let refusals = refusals.clone();
                 async move {
-                    let response = response.await;
-                    if let (Some(path), Ok(response)) = (handshake, &response) {
-                        record_handshake(response.status(), &path, peer);
+                    let mut response = response.await;
+                    if let Ok(response) = &mut response {
+                        let upgrade = handshake.is_some();
+                        if let Some(path) = handshake {
+                            record_handshake(response.status(), &path, peer, &refusals);
+                        }
+                        close_if_refused(response, upgrade);
                     }
                     response
                 }
@@ -400,15 +463,32 @@ impl Acceptor {
     }
 }
 
-/// Answers a connection over the pending-handshake limit with 503 and closes it.
-async fn refuse_busy(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+/// Answers a connection over a pending-handshake limit with 503 and closes it.
+async fn refuse_busy(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    busy: Busy,
+    refusals: Arc<RefusalLog>,
+) {
     use tokio::io::AsyncWriteExt;
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+    const SERVER_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
         Content-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\nConnection: close\r\n\r\n\
         too many handshakes in progress\n";
-    tracing::info!(%peer, "too many handshakes in progress: refused with 503");
-    crate::metrics::handshake(http::StatusCode::SERVICE_UNAVAILABLE);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    const ADDRESS_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+        Content-Type: text/plain; charset=utf-8\r\nContent-Length: 51\r\nConnection: close\r\n\r\n\
+        too many handshakes in progress from this address\n";
+    let (answer, why) = match busy {
+        Busy::Server => (SERVER_BUSY, "too many handshakes in progress"),
+        Busy::Address => (
+            ADDRESS_BUSY,
+            "too many handshakes in progress from this address",
+        ),
+    };
+    if let Some(suppressed) = refusals.admit() {
+        tracing::info!(%peer, suppressed, "{why}: refused with 503");
+    }
+    crate::metrics::handshake(StatusCode::SERVICE_UNAVAILABLE);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
 }
 
 /// Serves HTTP/1.1 with upgrades on one connection, finishing gracefully on `stop`.
@@ -449,11 +529,117 @@ fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Counts a handshake's outcome and logs a refusal once, whichever layer refused it.
-fn record_handshake(status: http::StatusCode, path: &str, peer: SocketAddr) {
+/// Counts a handshake's outcome and logs a refusal once, whichever layer refused it; in a
+/// flood, only the first few of each second are logged, and the next line logged says how
+/// many were not (`suppressed`).
+fn record_handshake(status: StatusCode, path: &str, peer: SocketAddr, refusals: &RefusalLog) {
     crate::metrics::handshake(status);
-    if status != http::StatusCode::SWITCHING_PROTOCOLS {
-        tracing::info!(status = status.as_u16(), path, %peer, "websocket handshake refused");
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(suppressed) = refusals.admit() {
+            tracing::info!(
+                status = status.as_u16(),
+                path,
+                %peer,
+                suppressed,
+                "websocket handshake refused"
+            );
+        }
+    }
+}
+
+/// Adds `close` to the `Connection` header of a refusal, so that hyper closes the
+/// connection once it is sent: a refused upgrade (any answer but 101), and any request
+/// told to back off (429, 503). Such a client gives its place back rather than keeping
+/// an idle connection open.
+fn close_if_refused<B>(response: &mut Response<B>, upgrade: bool) {
+    let status = response.status();
+    let refused = (upgrade && status != StatusCode::SWITCHING_PROTOCOLS)
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::SERVICE_UNAVAILABLE;
+    if refused {
+        add_connection_close(response.headers_mut());
+    }
+}
+
+/// Puts the `close` option in `Connection`, keeping the options already there.
+fn add_connection_close(headers: &mut http::HeaderMap) {
+    let has_close = headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    if has_close {
+        return;
+    }
+    let mut options: Vec<u8> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        options.extend_from_slice(value.as_bytes());
+        options.extend_from_slice(b", ");
+    }
+    options.extend_from_slice(b"close");
+    let value = HeaderValue::from_bytes(&options).expect("header values joined by commas");
+    headers.insert(header::CONNECTION, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(response: &Response<()>) -> Vec<&str> {
+        let values = response.headers().get_all(header::CONNECTION);
+        values.iter().map(|v| v.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_refused_upgrade_is_told_the_connection_closes() {
+        let mut refused = Response::new(());
+        *refused.status_mut() = StatusCode::UPGRADE_REQUIRED;
+        refused
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        close_if_refused(&mut refused, true);
+        assert_eq!(connection(&refused), ["upgrade, close"]);
+
+        let mut forbidden = Response::new(());
+        *forbidden.status_mut() = StatusCode::FORBIDDEN;
+        close_if_refused(&mut forbidden, true);
+        assert_eq!(connection(&forbidden), ["close"]);
+
+        let mut closing = Response::new(());
+        *closing.status_mut() = StatusCode::BAD_REQUEST;
+        closing
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("Close"));
+        close_if_refused(&mut closing, true);
+        assert_eq!(connection(&closing), ["Close"]);
+    }
+
+    #[test]
+    fn accepted_upgrades_and_ordinary_answers_keep_the_connection() {
+        let mut accepted = Response::new(());
+        *accepted.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        close_if_refused(&mut accepted, true);
+        assert!(connection(&accepted).is_empty());
+        for status in [
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::UNAUTHORIZED,
+        ] {
+            let mut plain = Response::new(());
+            *plain.status_mut() = status;
+            close_if_refused(&mut plain, false);
+            assert!(connection(&plain).is_empty(), "{status}");
+        }
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            let mut back_off = Response::new(());
+            *back_off.status_mut() = status;
+            close_if_refused(&mut back_off, false);
+            assert_eq!(connection(&back_off), ["close"], "{status}");
+        }
     }
 }
 
