@@ -470,25 +470,38 @@ async fn refuse_busy(
     busy: Busy,
     refusals: Arc<RefusalLog>,
 ) {
-    use tokio::io::AsyncWriteExt;
-    const SERVER_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-        Content-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\nConnection: close\r\n\r\n\
-        too many handshakes in progress\n";
-    const ADDRESS_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-        Content-Type: text/plain; charset=utf-8\r\nContent-Length: 51\r\nConnection: close\r\n\r\n\
-        too many handshakes in progress from this address\n";
-    let (answer, why) = match busy {
-        Busy::Server => (SERVER_BUSY, "too many handshakes in progress"),
-        Busy::Address => (
-            ADDRESS_BUSY,
-            "too many handshakes in progress from this address",
-        ),
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let why = match busy {
+        Busy::Server => "too many handshakes in progress",
+        Busy::Address => "too many handshakes in progress from this address",
     };
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{why}\n",
+        why.len() + 1
+    );
     if let Some(suppressed) = refusals.admit() {
         tracing::info!(%peer, suppressed, "{why}: refused with 503");
     }
     crate::metrics::handshake(StatusCode::SERVICE_UNAVAILABLE);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+    // A socket closed with the request still unread is reset, and the reset can reach
+    // the client before the answer does: so send the answer, shut down writing, and read
+    // (and drop) what the client sent until it closes, all within one second.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
 /// Serves HTTP/1.1 with upgrades on one connection, finishing gracefully on `stop`.

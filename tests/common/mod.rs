@@ -245,6 +245,12 @@ pub async fn tcp_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
 }
 
 async fn raw_request_on(mut stream: TcpStream, request: impl AsRef<[u8]>) -> RawResponse {
+    raw_exchange(&mut stream, request).await
+}
+
+/// Sends `request` on `stream` and reads one response (with a Content-Length, or up to
+/// the server's close), leaving the connection as the server left it.
+pub async fn raw_exchange(stream: &mut TcpStream, request: impl AsRef<[u8]>) -> RawResponse {
     stream.write_all(request.as_ref()).await.unwrap();
     let mut buf = Vec::new();
     within("read response", async {
@@ -259,7 +265,12 @@ async fn raw_request_on(mut stream: TcpStream, request: impl AsRef<[u8]>) -> Raw
                 return response;
             }
         }
-        parse_response(&buf).expect("a complete HTTP response")
+        parse_response(&buf).unwrap_or_else(|| {
+            panic!(
+                "the server closed before a complete HTTP response: {:?}",
+                String::from_utf8_lossy(&buf)
+            )
+        })
     })
     .await
 }
@@ -283,6 +294,16 @@ fn parse_response(buf: &[u8]) -> Option<RawResponse> {
         headers,
         body: body[..len].to_string(),
     })
+}
+
+/// Whether the server closes `stream` within [`STEP`]: an end of file (or a reset) and
+/// no byte before it.
+pub async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(STEP, stream.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
 }
 
 /// A valid handshake for `path` with extra header lines (each ending in \r\n).
