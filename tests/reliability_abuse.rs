@@ -319,7 +319,7 @@ async fn a_flood_of_refused_handshakes_closes_each_connection_and_logs_a_bounded
     let (lines, suppressed) = within("every refusal accounted for in the log", async {
         loop {
             let counted = logged_refusals(&server.logs());
-            if counted.0 + counted.1 >= FLOOD + 1 {
+            if counted.0 + counted.1 > FLOOD {
                 return counted;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
