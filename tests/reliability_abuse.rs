@@ -375,8 +375,8 @@ async fn send_garbage(addr: std::net::SocketAddr, bytes: &[u8], then_eof: bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_closes_only_its_own_socket_with_the_right_code_and_no_large_allocation() {
-    // The default max_message_size, 64 MiB: a declared length up to it is legal.
-    let server = ExampleServer::start("", ANY_PORT);
+    // A max_message_size of 64 MiB: a declared length up to it is legal.
+    let server = ExampleServer::start("max_message_size = 67108864", ANY_PORT);
     let pid = server.pid();
     let neighbours = Neighbours::start(&server.url("/echo"), 8).await;
     let rss_before = rss_kib(pid);
@@ -544,8 +544,8 @@ async fn garbage_closes_only_its_own_socket_with_the_right_code_and_no_large_all
 async fn frames_that_declare_a_large_payload_and_stall_hold_no_large_allocation() {
     const STALLED: u64 = 16;
     const DECLARED: u64 = (64 << 20) - 1;
-    // The default max_message_size, 64 MiB: the declared length is legal.
-    let server = ExampleServer::start("", ANY_PORT);
+    // A max_message_size of 64 MiB: the declared length is legal.
+    let server = ExampleServer::start("max_message_size = 67108864", ANY_PORT);
     let pid = server.pid();
     let mut neighbour = connect(&server.url("/echo")).await;
     let (space_before, rss_before) = (status_kib(pid, "VmSize"), rss_kib(pid));
