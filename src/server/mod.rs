@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use estuary_middleware::key::DEFAULT_IPV6_PREFIX;
 use estuary_middleware::PeerAddr;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
-use pending::{Busy, PendingLimit};
-use refusals::RefusalLog;
+use pending::PendingLimit;
+use refusals::{close_if_refused, record_handshake, refuse_busy, RefusalLog};
 pub use shutdown::Shutdown;
 #[cfg(feature = "tls")]
 pub use tls::{tls_from_pem, TlsError, TlsFile};
@@ -463,47 +463,6 @@ impl Acceptor {
     }
 }
 
-/// Answers a connection over a pending-handshake limit with 503 and closes it.
-async fn refuse_busy(
-    mut stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    busy: Busy,
-    refusals: Arc<RefusalLog>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let why = match busy {
-        Busy::Server => "too many handshakes in progress",
-        Busy::Address => "too many handshakes in progress from this address",
-    };
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{why}\n",
-        why.len() + 1
-    );
-    if let Some(suppressed) = refusals.admit() {
-        tracing::info!(%peer, suppressed, "{why}: refused with 503");
-    }
-    crate::metrics::handshake(StatusCode::SERVICE_UNAVAILABLE);
-    // A socket closed with the request still unread is reset, and the reset can reach
-    // the client before the answer does: so send the answer, shut down writing, and read
-    // (and drop) what the client sent until it closes, all within one second.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        let mut drained = 0;
-        while drained < 64 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        std::io::Result::Ok(())
-    })
-    .await;
-}
-
 /// Serves HTTP/1.1 with upgrades on one connection, finishing gracefully on `stop`.
 async fn serve_http<I, S, B>(
     http: &hyper::server::conn::http1::Builder,
@@ -542,59 +501,6 @@ fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Counts a handshake's outcome and logs a refusal once, whichever layer refused it; in a
-/// flood, only the first few of each second are logged, and the next line logged says how
-/// many were not (`suppressed`).
-fn record_handshake(status: StatusCode, path: &str, peer: SocketAddr, refusals: &RefusalLog) {
-    crate::metrics::handshake(status);
-    if status != StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(suppressed) = refusals.admit() {
-            tracing::info!(
-                status = status.as_u16(),
-                path,
-                %peer,
-                suppressed,
-                "websocket handshake refused"
-            );
-        }
-    }
-}
-
-/// Adds `close` to the `Connection` header of a refusal, so that hyper closes the
-/// connection once it is sent: a refused upgrade (any answer but 101), and any request
-/// told to back off (429, 503). Such a client gives its place back rather than keeping
-/// an idle connection open.
-fn close_if_refused<B>(response: &mut Response<B>, upgrade: bool) {
-    let status = response.status();
-    let refused = (upgrade && status != StatusCode::SWITCHING_PROTOCOLS)
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::SERVICE_UNAVAILABLE;
-    if refused {
-        add_connection_close(response.headers_mut());
-    }
-}
-
-/// Puts the `close` option in `Connection`, keeping the options already there.
-fn add_connection_close(headers: &mut http::HeaderMap) {
-    let has_close = headers.get_all(header::CONNECTION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
-    });
-    if has_close {
-        return;
-    }
-    let mut options: Vec<u8> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        options.extend_from_slice(value.as_bytes());
-        options.extend_from_slice(b", ");
-    }
-    options.extend_from_slice(b"close");
-    let value = HeaderValue::from_bytes(&options).expect("header values joined by commas");
-    headers.insert(header::CONNECTION, value);
-}
-
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -620,66 +526,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn connection(response: &Response<()>) -> Vec<&str> {
-        let values = response.headers().get_all(header::CONNECTION);
-        values.iter().map(|v| v.to_str().unwrap()).collect()
-    }
-
-    #[test]
-    fn a_refused_upgrade_is_told_the_connection_closes() {
-        let mut refused = Response::new(());
-        *refused.status_mut() = StatusCode::UPGRADE_REQUIRED;
-        refused
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        close_if_refused(&mut refused, true);
-        assert_eq!(connection(&refused), ["upgrade, close"]);
-
-        let mut forbidden = Response::new(());
-        *forbidden.status_mut() = StatusCode::FORBIDDEN;
-        close_if_refused(&mut forbidden, true);
-        assert_eq!(connection(&forbidden), ["close"]);
-
-        let mut closing = Response::new(());
-        *closing.status_mut() = StatusCode::BAD_REQUEST;
-        closing
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("Close"));
-        close_if_refused(&mut closing, true);
-        assert_eq!(connection(&closing), ["Close"]);
-    }
-
-    #[test]
-    fn accepted_upgrades_and_ordinary_answers_keep_the_connection() {
-        let mut accepted = Response::new(());
-        *accepted.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        close_if_refused(&mut accepted, true);
-        assert!(connection(&accepted).is_empty());
-        for status in [
-            StatusCode::OK,
-            StatusCode::NOT_FOUND,
-            StatusCode::UNAUTHORIZED,
-        ] {
-            let mut plain = Response::new(());
-            *plain.status_mut() = status;
-            close_if_refused(&mut plain, false);
-            assert!(connection(&plain).is_empty(), "{status}");
-        }
-        for status in [
-            StatusCode::TOO_MANY_REQUESTS,
-            StatusCode::SERVICE_UNAVAILABLE,
-        ] {
-            let mut back_off = Response::new(());
-            *back_off.status_mut() = status;
-            close_if_refused(&mut back_off, false);
-            assert_eq!(connection(&back_off), ["close"], "{status}");
-        }
     }
 }
