@@ -52,5 +52,5 @@ timeout 120 node "$WORK_DIR/chat.mjs" "http://127.0.0.1:$port/" "$WORK_DIR/chat.
 timeout 120 node "$WORK_DIR/origin.mjs" "http://127.0.0.1:$port/" \
     || die "the origin browser test failed (server log: $SERVER_LOG)"
 # The server's side of it: the refusal is in its log, with its status.
-grep -q 'websocket handshake refused status=403 path=/ws' "$SERVER_LOG" \
+grep -q 'websocket handshake refused status=403 path="/ws"' "$SERVER_LOG" \
     || die "the server did not log the cross-origin refusal (server log: $SERVER_LOG)"

@@ -42,11 +42,18 @@ async function trySocketFrom(url) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
+  // An accepted handshake's status comes with its response; a refused one's only in
+  // the browser's own log line ("Unexpected response code: 403").
   const devtools = await context.newCDPSession(page);
   await devtools.send("Network.enable");
+  await devtools.send("Log.enable");
   let status = null;
   devtools.on("Network.webSocketHandshakeResponseReceived", (event) => {
     status = event.response.status;
+  });
+  devtools.on("Log.entryAdded", ({ entry }) => {
+    const code = /Unexpected response code: (\d+)/.exec(entry.text);
+    if (code) status = Number(code[1]);
   });
   await page.goto(url);
   const outcome = await page.evaluate((target) => new Promise((resolve) => {
