@@ -46,7 +46,7 @@ fi
 
 # ES modules resolve packages next to the importing file, so run a copy from beside
 # node_modules.
-cp tests/browser/chat.mjs tests/browser/origin.mjs "$WORK_DIR/"
+cp tests/browser/launch.mjs tests/browser/chat.mjs tests/browser/origin.mjs "$WORK_DIR/"
 timeout 120 node "$WORK_DIR/chat.mjs" "http://127.0.0.1:$port/" "$WORK_DIR/chat.png" \
     || die "the chat browser test failed (server log: $SERVER_LOG)"
 timeout 120 node "$WORK_DIR/origin.mjs" "http://127.0.0.1:$port/" \

@@ -229,7 +229,11 @@ async fn authorization_header_and_subprotocol_reach_the_server() {
     }
 
     // Kept in the session only because the service asks for it.
-    let server = serve_at(any_port(), WebSocketService::new(Greeter).keep_credentials()).await;
+    let server = serve_at(
+        any_port(),
+        WebSocketService::new(Greeter).keep_credentials(),
+    )
+    .await;
     let (handler, mut seen) = recorder(false);
     let client = within(
         "connect",

@@ -16,8 +16,8 @@ use common::load::{eventually, next_json};
 use common::proc::{need_open_files, peak_rss_kib, rss_kib, status_kib};
 use common::scrape::Scrape;
 use common::{
-    closed_by_server, connect, echo_roundtrip, encode_masked, handshake_request, raw_exchange,
-    raw_request, serve, tcp_from, within, RawWs,
+    closed_by_server, connect, connect_from_when_free, echo_roundtrip, encode_masked,
+    handshake_request, raw_exchange, raw_request, serve, tcp_from, within, RawWs,
 };
 use estuary::{Conn, Message, WebSocketService};
 use futures_util::{SinkExt, StreamExt};
@@ -27,7 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::MaybeTlsStream;
 
 const ANY_PORT: &[&str] = &["--bind", "127.0.0.1:0"];
 
@@ -227,17 +226,7 @@ async fn idle_keep_alive_connections_from_one_address_leave_another_upgrading_an
     assert_eq!(again.status, 200);
     // And once they go, the address has its places back.
     drop(held);
-    let mut client = within("the attacker's address connects again", async {
-        loop {
-            let stream = MaybeTlsStream::Plain(tcp_from(attacker, server.addr).await);
-            let url = server.url("/echo");
-            if let Ok((client, _)) = tokio_tungstenite::client_async(url, stream).await {
-                return client;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let mut client = connect_from_when_free(attacker, &server.url("/echo")).await;
     echo_roundtrip(&mut client, "after letting go").await;
     println!(
         "idle keep-alive: {IDLE} connections from one address, {PENDING_PER_IP} kept, \

@@ -305,19 +305,7 @@ async fn max_connections_per_ip_caps_one_address_while_another_connects() {
     echo_roundtrip(&mut first, "still open").await;
     first.close(None).await.unwrap();
     while let Some(Ok(_)) = within("close", first.next()).await {}
-    let mut again = within("a place frees up", async {
-        loop {
-            let stream = common::tcp_from(crowd, server.addr).await;
-            let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-            if let Ok((client, _)) =
-                tokio_tungstenite::client_async(server.url("/echo"), stream).await
-            {
-                return client;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let mut again = common::connect_from_when_free(crowd, &server.url("/echo")).await;
     echo_roundtrip(&mut again, "after one closed").await;
 }
 

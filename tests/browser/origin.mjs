@@ -5,14 +5,13 @@
 //
 // usage: node tests/browser/origin.mjs BASE_URL
 import http from "node:http";
-import { chromium } from "playwright-core";
+import { launch, STEP_MS } from "./launch.mjs";
 
 const [base] = process.argv.slice(2);
 if (!base) {
   console.error("usage: node origin.mjs BASE_URL");
   process.exit(2);
 }
-const STEP_MS = 10_000;
 const socketUrl = new URL("/ws", base).href.replace(/^http/, "ws");
 
 // The hostile page: it only tries to open the chat socket and says what happened.
@@ -23,14 +22,7 @@ const hostile = http.createServer((_request, response) => {
 await new Promise((resolve) => hostile.listen(0, "127.0.0.1", resolve));
 const hostileUrl = `http://127.0.0.1:${hostile.address().port}/`;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  // No sandbox as root; no background traffic, which this machine's closed network refuses.
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  timeout: STEP_MS,
-});
+const browser = await launch();
 const watchdog = setTimeout(() => {
   console.error("origin browser test: took longer than 60s");
   process.exit(1);

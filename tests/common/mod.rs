@@ -173,6 +173,23 @@ pub async fn connect_from(from: IpAddr, url: &str) -> Client {
     client
 }
 
+/// Connects from `from` as soon as the server lets it: a place held by a socket that
+/// just closed is given back a moment later. Retries every 50 ms, within [`STEP`].
+pub async fn connect_from_when_free(from: IpAddr, url: &str) -> Client {
+    let uri: http::Uri = url.parse().unwrap();
+    let addr = uri.authority().unwrap().as_str().parse().unwrap();
+    within("a place frees up", async {
+        loop {
+            let stream = MaybeTlsStream::Plain(tcp_from(from, addr).await);
+            if let Ok((client, _)) = tokio_tungstenite::client_async(url, stream).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// Sends `text` and waits for it to come back.
 pub async fn echo_roundtrip(client: &mut Client, text: &str) {
     client.send(WsMessage::text(text)).await.unwrap();

@@ -88,10 +88,7 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// assert_eq!(ip_key(ip("192.0.2.1"), 48), ip("192.0.2.1"));
 /// ```
 pub fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
-    assert!(
-        ipv6_prefix <= 128,
-        "an IPv6 prefix is at most 128 bits, got {ipv6_prefix}"
-    );
+    let ipv6_prefix = checked_prefix(ipv6_prefix);
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let mask = u128::MAX
@@ -101,6 +98,15 @@ pub fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
         }
         v4 => v4,
     }
+}
+
+/// `bits`, when it is a prefix length of an IPv6 address.
+fn checked_prefix(bits: u8) -> u8 {
+    assert!(
+        bits <= 128,
+        "an IPv6 prefix is at most 128 bits, got {bits}"
+    );
+    bits
 }
 
 /// Counts clients by the IP address of the TCP peer ([`PeerAddr`], inserted by the
@@ -127,11 +133,7 @@ impl PeerIp {
     ///
     /// If `bits` is more than 128.
     pub fn with_ipv6_prefix(mut self, bits: u8) -> Self {
-        assert!(
-            bits <= 128,
-            "an IPv6 prefix is at most 128 bits, got {bits}"
-        );
-        self.ipv6_prefix = bits;
+        self.ipv6_prefix = checked_prefix(bits);
         self
     }
 }
@@ -222,11 +224,7 @@ impl ForwardedFor {
     ///
     /// If `bits` is more than 128.
     pub fn with_ipv6_prefix(mut self, bits: u8) -> Self {
-        assert!(
-            bits <= 128,
-            "an IPv6 prefix is at most 128 bits, got {bits}"
-        );
-        self.ipv6_prefix = bits;
+        self.ipv6_prefix = checked_prefix(bits);
         self
     }
 
