@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The chat demo in a real browser: Debian's Chromium, driven by playwright-core,
 # opens the example server's chat page twice and checks that a message typed in one
-# page appears in the other. Installs chromium and playwright-core when missing.
+# page appears in the other; then a page served from another port tries to open the
+# chat socket and must be refused with 403 (the default config allows only the
+# server's own pages), while the server's own page opens it. Installs chromium and
+# playwright-core when missing.
 #
 # Screenshot: target/browser/chat.png
 set -euo pipefail
@@ -43,6 +46,11 @@ fi
 
 # ES modules resolve packages next to the importing file, so run a copy from beside
 # node_modules.
-cp tests/browser/chat.mjs "$WORK_DIR/chat.mjs"
+cp tests/browser/launch.mjs tests/browser/chat.mjs tests/browser/origin.mjs "$WORK_DIR/"
 timeout 120 node "$WORK_DIR/chat.mjs" "http://127.0.0.1:$port/" "$WORK_DIR/chat.png" \
     || die "the chat browser test failed (server log: $SERVER_LOG)"
+timeout 120 node "$WORK_DIR/origin.mjs" "http://127.0.0.1:$port/" \
+    || die "the origin browser test failed (server log: $SERVER_LOG)"
+# The server's side of it: the refusal is in its log, with its status.
+grep -q 'websocket handshake refused status=403 path="/ws"' "$SERVER_LOG" \
+    || die "the server did not log the cross-origin refusal (server log: $SERVER_LOG)"

@@ -228,7 +228,12 @@ async fn authorization_header_and_subprotocol_reach_the_server() {
         async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
     }
 
-    let server = serve_at(any_port(), WebSocketService::new(Greeter)).await;
+    // Kept in the session only because the service asks for it.
+    let server = serve_at(
+        any_port(),
+        WebSocketService::new(Greeter).keep_credentials(),
+    )
+    .await;
     let (handler, mut seen) = recorder(false);
     let client = within(
         "connect",

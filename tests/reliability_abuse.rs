@@ -1,10 +1,12 @@
-//! What the internet sends: slowloris handshakes, garbage instead of frames, a client
-//! that never reads, and messages that make a handler panic. Each hurts only its own
-//! socket: the example server (a process of its own, so its memory is its own) goes on
-//! serving everyone else, in bounded memory.
+//! What the internet sends: slowloris handshakes, idle keep-alive connections by the
+//! thousand from one address, floods of refused handshakes, garbage instead of frames, a
+//! client that never reads, and messages that make a handler panic. Each hurts only its
+//! own socket (or its own address): the example server (a process of its own, so its
+//! memory is its own) goes on serving everyone else, in bounded memory and a bounded log.
 
 mod common;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,13 +15,15 @@ use common::example::ExampleServer;
 use common::load::{eventually, next_json};
 use common::proc::{need_open_files, peak_rss_kib, rss_kib, status_kib};
 use common::scrape::Scrape;
-use common::{connect, echo_roundtrip, encode_masked, handshake_request, serve, within, RawWs};
+use common::{
+    closed_by_server, connect, connect_from_when_free, echo_roundtrip, encode_masked,
+    handshake_request, raw_exchange, raw_request, serve, tcp_from, within, RawWs,
+};
 use estuary::{Conn, Message, WebSocketService};
 use futures_util::{SinkExt, StreamExt};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -77,10 +81,13 @@ async fn slowloris_clients_are_cut_off_at_the_header_timeout_while_others_connec
     let request = handshake_request("/echo", "").into_bytes();
 
     let mut slow = JoinSet::new();
-    for _ in 0..SLOW {
+    for i in 0..SLOW {
         let (addr, request) = (server.addr, request.clone());
+        // From ten addresses, each under its share of handshakes in progress
+        // (max_pending_handshakes_per_ip): the header timeout is what cuts them off.
+        let from = IpAddr::from([127, 0, 1, 1 + (i % 10) as u8]);
         slow.spawn(async move {
-            let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+            let mut stream = tcp_from(from, addr).await;
             let connected = Instant::now();
             let mut sent = 0;
             let mut reply = Vec::new();
@@ -155,6 +162,178 @@ async fn slowloris_clients_are_cut_off_at_the_header_timeout_while_others_connec
     echo_roundtrip(&mut client, "after the storm").await;
 }
 
+/// The example server's default share of connections in their HTTP phase for one
+/// address (`max_pending_handshakes_per_ip`).
+const PENDING_PER_IP: usize = 64;
+
+/// One address opens 1,500 keep-alive connections and keeps them idle after one
+/// `GET /health` each, the way an attacker would hold every handshake place. The
+/// server gives that address its share and answers the rest 503 and closes them; another
+/// address goes on upgrading and echoing throughout, and its health checks pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_from_one_address_leave_another_upgrading_and_echoing() {
+    const IDLE: usize = 1500;
+    const AT_ONCE: usize = 250;
+    need_open_files(2 * IDLE as u64 + 200);
+    let server = ExampleServer::start_with_defaults(ANY_PORT);
+    let attacker = IpAddr::from([127, 0, 0, 2]);
+    let health = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n";
+
+    let mut held = Vec::new();
+    let mut refused = 0;
+    let mut upgrades = 0;
+    for _ in 0..IDLE / AT_ONCE {
+        let mut batch = JoinSet::new();
+        for _ in 0..AT_ONCE {
+            let addr = server.addr;
+            batch.spawn(async move {
+                let mut stream = tcp_from(attacker, addr).await;
+                let response = raw_exchange(&mut stream, health).await;
+                if response.status == 503 {
+                    assert_eq!(
+                        response.body,
+                        "too many handshakes in progress from this address\n"
+                    );
+                    assert_eq!(response.header("retry-after"), Some("1"));
+                    assert!(
+                        closed_by_server(&mut stream).await,
+                        "a refused connection stayed open"
+                    );
+                }
+                (stream, response.status)
+            });
+        }
+        while let Some(done) = within("a batch of idle connections", batch.join_next()).await {
+            match done.expect("an idle connection task failed") {
+                (stream, 200) => held.push(stream),
+                (_, 503) => refused += 1,
+                (_, status) => panic!("GET /health from the attacker got {status}"),
+            }
+        }
+        // Between batches, another address upgrades and echoes, and is healthy.
+        let mut client = connect(&server.url("/echo")).await;
+        echo_roundtrip(&mut client, "while one address hogs").await;
+        client.close(None).await.unwrap();
+        upgrades += 1;
+    }
+    assert_eq!(held.len(), PENDING_PER_IP);
+    assert_eq!(refused, IDLE - PENDING_PER_IP);
+
+    let healthy = raw_request(server.addr, health).await;
+    assert_eq!((healthy.status, healthy.body.as_str()), (200, "OK"));
+    // The connections the attacker kept are served as any keep-alive connection is.
+    let again = raw_exchange(&mut held[0], health).await;
+    assert_eq!(again.status, 200);
+    // And once they go, the address has its places back.
+    drop(held);
+    let mut client = connect_from_when_free(attacker, &server.url("/echo")).await;
+    echo_roundtrip(&mut client, "after letting go").await;
+    println!(
+        "idle keep-alive: {IDLE} connections from one address, {PENDING_PER_IP} kept, \
+         {refused} refused with 503 and closed; {upgrades} upgrades from another address meanwhile"
+    );
+}
+
+/// A handshake every server refuses: version 8 gets 426.
+fn refused_handshake() -> String {
+    handshake_request("/echo", "").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8")
+}
+
+/// Sends a refused handshake from `from`: the server must answer 426 with
+/// `Connection: close` and close the connection.
+async fn refused_and_closed(from: IpAddr, addr: std::net::SocketAddr) {
+    let mut stream = tcp_from(from, addr).await;
+    let response = raw_exchange(&mut stream, refused_handshake()).await;
+    assert_eq!(response.status, 426, "{response:?}");
+    assert_eq!(response.header("connection"), Some("upgrade, close"));
+    assert!(
+        closed_by_server(&mut stream).await,
+        "a refused handshake's connection stayed open"
+    );
+}
+
+/// The refusals the server logged: how many lines, and the sum of what they say was left
+/// out (`suppressed=N`).
+fn logged_refusals(logs: &str) -> (usize, usize) {
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("websocket handshake refused"))
+        .collect();
+    let suppressed = lines
+        .iter()
+        .map(|line| {
+            let value = line
+                .split("suppressed=")
+                .nth(1)
+                .expect("a suppressed= field");
+            let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().expect("suppressed is a count")
+        })
+        .sum();
+    (lines.len(), suppressed)
+}
+
+/// 2,000 handshakes the server refuses, 50 at a time from one address: each connection
+/// is answered 426 with `Connection: close` and closed by the server, the log shows a
+/// few lines a second that account for every refusal, and another address upgrades and
+/// echoes throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_handshakes_closes_each_connection_and_logs_a_bounded_few() {
+    const FLOOD: usize = 2000;
+    const AT_ONCE: usize = 50;
+    need_open_files(4 * AT_ONCE as u64 + 200);
+    let server = ExampleServer::start_with_defaults(ANY_PORT);
+    let attacker = IpAddr::from([127, 0, 0, 2]);
+
+    let started = Instant::now();
+    for round in 0..FLOOD / AT_ONCE {
+        let mut batch = JoinSet::new();
+        for _ in 0..AT_ONCE {
+            batch.spawn(refused_and_closed(attacker, server.addr));
+        }
+        while let Some(done) = within("a batch of refused handshakes", batch.join_next()).await {
+            done.expect("a refused handshake's check failed");
+        }
+        if round % 8 == 0 {
+            let mut client = connect(&server.url("/echo")).await;
+            echo_roundtrip(&mut client, "through the flood").await;
+            client.close(None).await.unwrap();
+        }
+    }
+    let took = started.elapsed();
+    // One more, a window later: its line counts what the flood's last window left out.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refused_and_closed(attacker, server.addr).await;
+
+    let (lines, suppressed) = within("every refusal accounted for in the log", async {
+        loop {
+            let counted = logged_refusals(&server.logs());
+            if counted.0 + counted.1 > FLOOD {
+                return counted;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    println!(
+        "refusal flood: {} refused handshakes in {took:.2?}, {lines} log lines, \
+         {suppressed} counted as suppressed",
+        FLOOD + 1
+    );
+    assert_eq!(
+        lines + suppressed,
+        FLOOD + 1,
+        "every refusal is logged or counted"
+    );
+    let windows = took.as_secs() as usize + 2;
+    assert!(
+        lines <= 10 * (windows + 1),
+        "{lines} lines for a flood of {took:.2?}"
+    );
+    let mut client = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut client, "after the flood").await;
+}
+
 /// A frame header with a 64-bit length and a mask, and no payload.
 fn header_declaring(opcode: u8, len: u64) -> Vec<u8> {
     let mut header = vec![0x80 | opcode, 0x80 | 127];
@@ -185,8 +364,8 @@ async fn send_garbage(addr: std::net::SocketAddr, bytes: &[u8], then_eof: bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_closes_only_its_own_socket_with_the_right_code_and_no_large_allocation() {
-    // The default max_message_size, 64 MiB: a declared length up to it is legal.
-    let server = ExampleServer::start("", ANY_PORT);
+    // A max_message_size of 64 MiB: a declared length up to it is legal.
+    let server = ExampleServer::start("max_message_size = 67108864", ANY_PORT);
     let pid = server.pid();
     let neighbours = Neighbours::start(&server.url("/echo"), 8).await;
     let rss_before = rss_kib(pid);
@@ -354,8 +533,8 @@ async fn garbage_closes_only_its_own_socket_with_the_right_code_and_no_large_all
 async fn frames_that_declare_a_large_payload_and_stall_hold_no_large_allocation() {
     const STALLED: u64 = 16;
     const DECLARED: u64 = (64 << 20) - 1;
-    // The default max_message_size, 64 MiB: the declared length is legal.
-    let server = ExampleServer::start("", ANY_PORT);
+    // A max_message_size of 64 MiB: the declared length is legal.
+    let server = ExampleServer::start("max_message_size = 67108864", ANY_PORT);
     let pid = server.pid();
     let mut neighbour = connect(&server.url("/echo")).await;
     let (space_before, rss_before) = (status_kib(pid, "VmSize"), rss_kib(pid));

@@ -258,6 +258,176 @@ async fn transmission_limit_allows_capacity_per_duration_then_closes_with_1008()
 }
 
 #[tokio::test]
+async fn rate_limit_counts_every_route_and_closes_what_it_refuses() {
+    let server = ExampleServer::start("[rate_limit]\nper_second = 1\nburst = 4", ANY_PORT);
+    let here: IpAddr = "127.0.0.1".parse().unwrap();
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    for (path, status) in [
+        ("/health", 200),
+        ("/", 200),
+        ("/metrics", 200),
+        ("/nope", 404),
+    ] {
+        let answer = raw_request_from(here, server.addr, request(path)).await;
+        assert_eq!(answer.status, status, "{path}");
+    }
+    for path in ["/health", "/", "/metrics", "/nope", "/echo"] {
+        let stream = common::tcp_from(here, server.addr).await;
+        let mut stream = stream;
+        let refused = common::raw_exchange(&mut stream, request(path)).await;
+        assert_eq!(refused.status, 429, "{path}: {refused:?}");
+        assert_eq!(refused.header("connection"), Some("close"), "{path}");
+        assert!(common::closed_by_server(&mut stream).await, "{path}");
+    }
+    // Another address has a budget of its own, on every route.
+    let there: IpAddr = "127.0.0.2".parse().unwrap();
+    let health = raw_request_from(there, server.addr, request("/health")).await;
+    assert_eq!(health.status, 200);
+    let mut client = connect_from(there, &server.url("/echo")).await;
+    echo_roundtrip(&mut client, "own budget").await;
+}
+
+#[tokio::test]
+async fn max_connections_per_ip_caps_one_address_while_another_connects() {
+    let server = ExampleServer::start("max_connections_per_ip = 2", ANY_PORT);
+    let crowd: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut first = connect_from(crowd, &server.url("/echo")).await;
+    let _second = connect_from(crowd, &server.url("/ws")).await;
+    let refused = raw_request_from(crowd, server.addr, handshake_request("/echo", "")).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(
+        refused.body,
+        "connection limit reached: this client has 2 sockets open"
+    );
+    assert_eq!(refused.header("connection"), Some("close"));
+    let mut other = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut other, "another address").await;
+    echo_roundtrip(&mut first, "still open").await;
+    first.close(None).await.unwrap();
+    while let Some(Ok(_)) = within("close", first.next()).await {}
+    let mut again = common::connect_from_when_free(crowd, &server.url("/echo")).await;
+    echo_roundtrip(&mut again, "after one closed").await;
+}
+
+#[tokio::test]
+async fn max_pending_handshakes_per_ip_turns_one_address_away_while_another_connects() {
+    use tokio::io::AsyncWriteExt;
+    let server = ExampleServer::start("max_pending_handshakes_per_ip = 2", ANY_PORT);
+    let crowd: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = common::tcp_from(crowd, server.addr).await;
+        tcp.write_all(b"GET /echo HTTP/1.1\r\nHost: t")
+            .await
+            .unwrap();
+        stalled.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let busy = raw_request_from(crowd, server.addr, handshake_request("/echo", "")).await;
+    assert_eq!(busy.status, 503);
+    assert_eq!(
+        busy.body,
+        "too many handshakes in progress from this address\n"
+    );
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    let mut other = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut other, "another address").await;
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn without_allowed_origins_only_the_servers_own_pages_may_connect() {
+    let server = ExampleServer::start_with_defaults(ANY_PORT);
+    let own = format!("http://{}", server.addr);
+    let other_port = format!("http://127.0.0.1:{}", server.addr.port() + 1);
+    for path in ["/echo", "/ws"] {
+        let host = format!("Host: {}\r\n", server.addr);
+        let foreign = format!("Origin: {other_port}\r\n");
+        let request = handshake_request(path, &foreign).replace("Host: test\r\n", &host);
+        let refused = raw_request(server.addr, request).await;
+        assert_eq!(refused.status, 403, "{path}");
+        assert_eq!(
+            refused.body,
+            format!("origin \"{other_port}\" is not allowed")
+        );
+        assert_eq!(refused.header("connection"), Some("close"));
+        let same = [("origin", own.as_str())];
+        let mut client = connect_with(&server.url(path), &same).await;
+        client.send(WsMessage::Ping(vec![1].into())).await.unwrap();
+    }
+    // Clients that are not browsers send no Origin, and pass.
+    let mut client = connect(&server.url("/echo")).await;
+    echo_roundtrip(&mut client, "no origin").await;
+}
+
+#[tokio::test]
+async fn max_message_size_is_1_mib_by_default() {
+    let server = ExampleServer::start_with_defaults(ANY_PORT);
+    let mut client = connect(&server.url("/echo")).await;
+    let largest = "x".repeat(1 << 20);
+    echo_roundtrip(&mut client, &largest).await;
+    client
+        .send(WsMessage::text("x".repeat((1 << 20) + 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_close(&mut client).await,
+        (1009, "message too big".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn query_tokens_never_reach_the_log_at_trace_level() {
+    const GOOD: &str = "s3cret-good-4711";
+    const BAD: &str = "s3cret-bad-0815";
+    let server = ExampleServer::start_logging(
+        &format!(
+            "[auth]\nmode = \"bearer\"\ntokens = {{ \"{GOOD}\" = \"dave\" }}\nquery_param = \"key\""
+        ),
+        ANY_PORT,
+        "trace",
+    );
+    let mut client = connect(&server.url(&format!("/echo?key={GOOD}&room=a"))).await;
+    echo_roundtrip(&mut client, "with a token").await;
+    client.close(None).await.unwrap();
+    while let Some(Ok(_)) = within("close", client.next()).await {}
+    let mut chat = connect(&server.url(&format!("/ws?key={GOOD}&join=lobby"))).await;
+    chat.send(WsMessage::text(
+        r#"{"type":"say","channel":"lobby","text":"hi"}"#,
+    ))
+    .await
+    .unwrap();
+    let _ = within("a chat event", chat.next()).await;
+    drop(chat);
+    let refused = handshake(&server, &format!("/echo?key={BAD}"), "").await;
+    assert_eq!(refused.status, 401);
+    let refused = handshake(
+        &server,
+        &format!("/ws?key={BAD}"),
+        "Sec-WebSocket-Version: 8\r\n",
+    )
+    .await;
+    assert!(refused.status >= 400);
+    let logs = within("the closes in the log", async {
+        loop {
+            let logs = server.logs();
+            if logs.matches("websocket closed").count() >= 2 {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // RUST_LOG=trace lets every level through; the library logs down to debug.
+    assert!(logs.contains(" DEBUG "), "verbose logging is on: {logs}");
+    assert!(logs.contains("websocket handshake refused"), "{logs}");
+    for token in [GOOD, BAD] {
+        let leaks: Vec<&str> = logs.lines().filter(|line| line.contains(token)).collect();
+        assert!(leaks.is_empty(), "{token} in the log: {leaks:#?}");
+    }
+}
+
+#[tokio::test]
 async fn rate_limit_allows_a_burst_then_per_second() {
     let server = ExampleServer::start("[rate_limit]\nper_second = 20\nburst = 2", ANY_PORT);
     let here: IpAddr = "127.0.0.1".parse().unwrap();
@@ -416,6 +586,26 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
         (
             "[rate_limit]\nper_second = 0",
             "config: rate_limit.per_second: invalid value: integer `0`",
+        ),
+        (
+            "max_connections_per_ip = 0",
+            "config: max_connections_per_ip: invalid value: integer `0`",
+        ),
+        (
+            "max_pending_handshakes_per_ip = 0",
+            "config: max_pending_handshakes_per_ip: invalid value: integer `0`",
+        ),
+        (
+            "ipv6_prefix = 129",
+            "config: ipv6_prefix: 129 is not a prefix length: expected 0 to 128",
+        ),
+        (
+            "ipv6_prefix = -1",
+            "config: ipv6_prefix: invalid value: integer `-1`",
+        ),
+        (
+            r#"ipv6_prefix = "64""#,
+            "config: ipv6_prefix: invalid type: string \"64\"",
         ),
         (
             "[rate_limit]\nper_second = 5\nburst = 0",

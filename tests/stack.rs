@@ -27,7 +27,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-/// Answers "whoami" with the session's user id, echoes the rest, reports `on_close`.
+/// Answers "whoami" with the session's user id, "credentials" with the credential
+/// headers its session kept, echoes the rest, reports `on_close`.
 #[derive(Clone)]
 struct WhoAmI {
     reasons: mpsc::UnboundedSender<CloseReason>,
@@ -38,6 +39,13 @@ impl Handler for WhoAmI {
         if msg.as_text() == Some("whoami") {
             let user = conn.session().user_id().to_owned();
             let _ = conn.send(user);
+        } else if msg.as_text() == Some("credentials") {
+            let headers = conn.session().headers();
+            let kept: Vec<&str> = ["authorization", "cookie"]
+                .into_iter()
+                .filter(|name| headers.contains_key(*name))
+                .collect();
+            let _ = conn.send(format!("{kept:?}"));
         } else {
             let _ = conn.send(msg);
         }
@@ -215,6 +223,21 @@ async fn identity_from_auth_reaches_the_handler_session() {
     let mut client = connect_with(&url, &[("authorization", &alice)]).await;
     client.send(WsMessage::text("whoami")).await.unwrap();
     assert_eq!(next_text(&mut client).await, "alice");
+    drop(client);
+    stack.server.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_checked_at_the_handshake_are_not_kept_in_the_session() {
+    let stack = Stack::start(BASIC).await;
+    let url = stack.server.url("/echo");
+    let alice = basic("alice:wonderland");
+    let headers = [("authorization", alice.as_str()), ("cookie", "sid=s3cret")];
+    let mut client = connect_with(&url, &headers).await;
+    client.send(WsMessage::text("whoami")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "alice");
+    client.send(WsMessage::text("credentials")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "[]");
     drop(client);
     stack.server.stop().await;
 }

@@ -1,18 +1,21 @@
 //! The example server's routes and the layers in front of them, built from a [`Config`].
 //!
 //! ```text
-//! HealthLayer (health_path)
-//!   -> routes, by path:
-//!        echo_path -> OriginLayer -> RateLimitLayer -> ConnectionLimitLayer -> AuthLayer
-//!                     -> SessionLimitsLayer -> WebSocketService (echo)
-//!        chat_path -> the same layers -> WebSocketService (chat, on the hub)
-//!        /         -> the chat page
-//!        metrics_path -> Prometheus text
-//!        anything else -> 404
+//! RateLimitLayer (per client IP, every route)
+//!   -> HealthLayer (health_path)
+//!     -> routes, by path:
+//!          echo_path -> OriginLayer -> ConnectionLimitLayer (total, and per IP)
+//!                       -> AuthLayer -> SessionLimitsLayer -> WebSocketService (echo)
+//!          chat_path -> the same layers -> WebSocketService (chat, on the hub)
+//!          /         -> the chat page
+//!          metrics_path -> Prometheus text
+//!          anything else -> 404
 //! ```
 //!
 //! Every WebSocket route sits behind the same [`WebSocketLayers`], so the connection cap
-//! and the rate limiter count across routes. A new route is one more `route` call in
+//! counts across routes; the rate limiter counts every request, whatever its route, so
+//! that health checks, pages and 404s cost a client its budget too. Without
+//! `allowed_origins` the origin check allows the server's own pages only. A new route is one more `route` call in
 //! [`App::with_echo`]. The config switches layers on and off at run time, so each route is
 //! boxed into one [`Route`] type: a box per layer costs nothing next to a handshake.
 
@@ -24,6 +27,7 @@ use bytes::Bytes;
 use estuary::middleware::auth::{AuthLayer, Authenticate, BasicUsers, BearerTokens, QueryToken};
 use estuary::middleware::conn_limit::ConnectionLimitLayer;
 use estuary::middleware::health::{Draining, HealthLayer};
+use estuary::middleware::key::PeerIp;
 use estuary::middleware::origin::OriginLayer;
 use estuary::middleware::rate_limit::RateLimitLayer;
 use estuary::middleware::session_limits::SessionLimitsLayer;
@@ -86,11 +90,24 @@ impl App {
         }
         let draining = Draining::new();
         let health = HealthLayer::new(config.health_path.as_str()).with_draining(draining.clone());
+        let service = boxed(health.layer(routes.into_service()));
         App {
-            service: boxed(health.layer(routes.into_service())),
+            service: optional(rate_limit(config).as_ref(), service),
             draining,
         }
     }
+}
+
+/// The per-IP request budget `[rate_limit]` asks for, if any.
+fn rate_limit(config: &Config) -> Option<RateLimitLayer<PeerIp>> {
+    config.rate_limit.map(|rate| {
+        let layer = RateLimitLayer::per_second(rate.per_second);
+        let layer = match rate.burst {
+            Some(burst) => layer.with_burst(burst),
+            None => layer,
+        };
+        layer.with_key(PeerIp::default().with_ipv6_prefix(config.ipv6_prefix))
+    })
 }
 
 /// Every message echoed back unchanged.
@@ -102,13 +119,12 @@ pub fn echo() -> impl Handler + Sync {
 
 /// The layers in front of every WebSocket route, in the order of the request path.
 ///
-/// Built once: the connection cap and the rate limiter keep their counts in the layer,
-/// shared by every route they wrap.
+/// Built once: the connection cap keeps its counts in the layer, shared by every route
+/// it wraps.
 #[derive(Clone)]
 pub struct WebSocketLayers {
-    origin: Option<OriginLayer>,
-    rate_limit: Option<RateLimitLayer>,
-    connections: ConnectionLimitLayer,
+    origin: OriginLayer,
+    connections: ConnectionLimitLayer<PeerIp>,
     auth: crate::config::Auth,
     limits: SessionLimitsLayer,
 }
@@ -116,16 +132,11 @@ pub struct WebSocketLayers {
 impl WebSocketLayers {
     /// The layers `config` asks for.
     pub fn new(config: &Config) -> Self {
-        let origin = (!config.allowed_origins.is_empty()).then(|| {
+        let origin = if config.allowed_origins.is_empty() {
+            OriginLayer::same_origin()
+        } else {
             OriginLayer::new(&config.allowed_origins).expect("Config::parse checked the origins")
-        });
-        let rate_limit = config.rate_limit.map(|rate| {
-            let layer = RateLimitLayer::per_second(rate.per_second);
-            match rate.burst {
-                Some(burst) => layer.with_burst(burst),
-                None => layer,
-            }
-        });
+        };
         let mut limits =
             SessionLimits::default().with_max_message_size(config.max_message_size.get());
         limits.idle_timeout = config.idle_timeout;
@@ -133,10 +144,11 @@ impl WebSocketLayers {
         limits.message_rate = config
             .transmission_limit
             .map(|limit| MessageRate::new(limit.capacity.get(), limit.duration));
+        let per_ip = PeerIp::default().with_ipv6_prefix(config.ipv6_prefix);
         Self {
             origin,
-            rate_limit,
-            connections: ConnectionLimitLayer::new(config.max_connections.get()),
+            connections: ConnectionLimitLayer::new(config.max_connections.get())
+                .per_client(per_ip, config.max_connections_per_ip.get()),
             auth: config.auth.clone(),
             limits: SessionLimitsLayer::from_limits(limits),
         }
@@ -147,8 +159,7 @@ impl WebSocketLayers {
         let route = boxed(self.limits.layer(websocket));
         let route = self.authenticated(route);
         let route = boxed(self.connections.layer(route));
-        let route = optional(self.rate_limit.as_ref(), route);
-        optional(self.origin.as_ref(), route)
+        boxed(self.origin.layer(route))
     }
 
     fn authenticated(&self, route: Route) -> Route {

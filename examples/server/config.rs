@@ -43,6 +43,8 @@ pub struct Config {
     pub reuse_port: bool,
     /// The most WebSockets open at once; one more gets 503.
     pub max_connections: NonZeroUsize,
+    /// The most WebSockets open at once from one IP address; one more gets 503.
+    pub max_connections_per_ip: NonZeroUsize,
     /// How long a WebSocket may stay open at all; `None` is "infinity".
     #[serde(deserialize_with = "duration_or_infinity")]
     pub max_connection_age: Option<Duration>,
@@ -60,12 +62,13 @@ pub struct Config {
     pub max_message_size: NonZeroUsize,
     /// Debug-level logs for estuary (RUST_LOG, when set, still wins).
     pub show_debug_logs: bool,
-    /// Origins browsers may open WebSockets from; empty lets every origin in.
+    /// Origins browsers may open WebSockets from; empty allows only the server's own
+    /// pages (an `Origin` that is the request's `Host`).
     #[serde(deserialize_with = "origins")]
     pub allowed_origins: Vec<String>,
     /// At most `capacity` messages per `duration` from each client.
     pub transmission_limit: Option<TransmissionLimit>,
-    /// Handshakes per second per client IP.
+    /// Requests per second per client IP, on every route.
     pub rate_limit: Option<RateLimit>,
     /// Who may open a WebSocket.
     pub auth: Auth,
@@ -77,6 +80,11 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// The most connections in their HTTP phase (handshakes in progress) at once.
     pub max_pending_handshakes: NonZeroUsize,
+    /// The most connections in their HTTP phase from one IP address at once.
+    pub max_pending_handshakes_per_ip: NonZeroUsize,
+    /// How many leading bits of an IPv6 address make one client, for every per-IP limit.
+    #[serde(deserialize_with = "ipv6_prefix")]
+    pub ipv6_prefix: u8,
     /// Deliver across server processes through this Redis.
     pub redis: Option<Redis>,
     /// Serve https:// and wss:// with this certificate.
@@ -93,11 +101,12 @@ impl Default for Config {
             metrics_path: Some("/metrics".into()),
             reuse_port: false,
             max_connections: NonZeroUsize::new(65_536).expect("65536 is not zero"),
+            max_connections_per_ip: NonZeroUsize::new(1024).expect("1024 is not zero"),
             max_connection_age: None,
             idle_timeout: Some(Duration::from_secs(120)),
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_timeout: Duration::from_secs(20),
-            max_message_size: NonZeroUsize::new(64 << 20).expect("64 MiB is not zero"),
+            max_message_size: NonZeroUsize::new(1 << 20).expect("1 MiB is not zero"),
             show_debug_logs: false,
             allowed_origins: Vec::new(),
             transmission_limit: None,
@@ -106,6 +115,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_pending_handshakes: NonZeroUsize::new(1024).expect("1024 is not zero"),
+            max_pending_handshakes_per_ip: NonZeroUsize::new(64).expect("64 is not zero"),
+            ipv6_prefix: estuary::middleware::key::DEFAULT_IPV6_PREFIX,
             redis: None,
             tls: None,
         }
@@ -173,13 +184,13 @@ pub struct TransmissionLimit {
     pub duration: Duration,
 }
 
-/// `[rate_limit]`: handshakes per client IP.
+/// `[rate_limit]`: requests per client IP, on every route.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
-    /// Handshakes per second, once the burst is spent.
+    /// Requests per second, once the burst is spent.
     pub per_second: NonZeroU32,
-    /// Handshakes allowed at once; `per_second` when absent.
+    /// Requests allowed at once; `per_second` when absent.
     pub burst: Option<NonZeroU32>,
 }
 
@@ -444,6 +455,16 @@ fn optional_route_path<'de, D: Deserializer<'de>>(
         return Ok(None);
     }
     route_path(de::value::StringDeserializer::new(path)).map(Some)
+}
+
+fn ipv6_prefix<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    let bits = u32::deserialize(deserializer)?;
+    u8::try_from(bits)
+        .ok()
+        .filter(|&bits| bits <= 128)
+        .ok_or_else(|| {
+            de::Error::custom(format!("{bits} is not a prefix length: expected 0 to 128"))
+        })
 }
 
 fn origins<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! With no config file it runs with the defaults: `/echo` echoes every message back,
-//! `/health` answers "OK". `examples/server.toml` lists every key with a comment; a bad
+//! `/health` answers "OK", web pages other than its own may not open a socket, and no
+//! address may hold more than its share of connections. `examples/server.toml` lists every key with a comment; a bad
 //! value stops the server at startup with a message that names the key. SIGINT or
 //! SIGTERM starts a graceful shutdown: the server stops accepting, `/health` answers 503
 //! on connections still open, and every socket closes with 1001.
@@ -89,6 +90,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .drain_timeout(config.shutdown_timeout)
         .header_read_timeout(config.header_read_timeout)
         .max_pending_handshakes(config.max_pending_handshakes.get())
+        .max_pending_handshakes_per_ip(config.max_pending_handshakes_per_ip.get())
+        .ipv6_prefix(config.ipv6_prefix)
         .bind(config.bind)
         .with_context(|| format!("bind: cannot listen on {}", config.bind))?;
     tracing::info!(addr = %server.local_addr()?, "listening");

@@ -8,11 +8,15 @@
 //! | module | layer | answers itself with |
 //! |---|---|---|
 //! | [`health`] | [`HealthLayer`](health::HealthLayer) | 200 "OK" / 503 "draining" on the health path |
-//! | [`origin`] | [`OriginLayer`](origin::OriginLayer) | 403 for an origin not on the allow-list |
+//! | [`origin`] | [`OriginLayer`](origin::OriginLayer) | 403 for an origin not on the allow-list (or, [`same_origin`](origin::OriginLayer::same_origin), not the `Host`) |
 //! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | 429 + `Retry-After` |
-//! | [`conn_limit`] | [`ConnectionLimitLayer`](conn_limit::ConnectionLimitLayer) | 503 + `Retry-After` when full |
+//! | [`conn_limit`] | [`ConnectionLimitLayer`](conn_limit::ConnectionLimitLayer) | 503 + `Retry-After` when full, in total or for one client |
 //! | [`auth`] | [`AuthLayer`](auth::AuthLayer) | 401 + `WWW-Authenticate`, or 403 |
 //! | [`session_limits`] | [`SessionLimitsLayer`](session_limits::SessionLimitsLayer) | never: it only inserts [`SessionLimits`] |
+//!
+//! Layers that count per client tell clients apart with a [`key::KeyExtractor`]: the
+//! peer's address by default (IPv6 per /64, IPv4-mapped as IPv4), `X-Forwarded-For`
+//! behind trusted proxies, or the authenticated user.
 //!
 //! Every answer is a short `text/plain` reason; see [`response`] for how the layers stay
 //! generic over the inner body. Each layer works alone, in any hyper or axum app; the
@@ -67,6 +71,7 @@ pub mod auth;
 pub mod conn_limit;
 pub mod extensions;
 pub mod health;
+pub mod key;
 pub mod origin;
 pub mod rate_limit;
 pub mod response;

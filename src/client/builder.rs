@@ -8,7 +8,7 @@ use super::config::ClientConfig;
 use super::error::ConnectError;
 use super::handle::Client;
 use super::handler::ClientHandler;
-use super::handshake::{Connector, Target};
+use super::handshake::{redact_query, Connector, Target};
 use super::runner;
 
 /// Configures a [`Client`] before it connects: request headers, subprotocols, TLS roots
@@ -167,7 +167,7 @@ impl ClientBuilder {
             #[cfg(feature = "tls")]
             &self.tls,
         )?;
-        let span = tracing::debug_span!("ws_client", url = %self.url);
+        let span = tracing::debug_span!("ws_client", url = %redact_query(&self.url));
         let established = connector.connect().instrument(span.clone()).await?;
         let config = Arc::new(self.config);
         let (client, rx) = Client::new(&config);
@@ -183,9 +183,9 @@ impl ClientBuilder {
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values are left out: they are often credentials.
+        // Header values and the query are left out: they are often credentials.
         f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
+            .field("url", &redact_query(&self.url))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("protocols", &self.protocols)
             .field("config", &self.config)

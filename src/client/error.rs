@@ -22,7 +22,7 @@ use http::StatusCode;
 pub enum ConnectError {
     /// The URL is not one the client can connect to.
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, its query (which may carry a token) redacted.
         url: String,
         /// What is wrong with it.
         problem: &'static str,

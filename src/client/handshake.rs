@@ -28,7 +28,7 @@ const REJECTION_BODY: usize = 512;
 /// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
-    /// The URL as given, for logs.
+    /// The URL for logs and errors, its query redacted.
     pub(crate) url: String,
     secure: bool,
     /// The host without IPv6 brackets, to dial and to name in TLS.
@@ -43,7 +43,7 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn parse(url: &str) -> Result<Self, ConnectError> {
         let invalid = |problem| ConnectError::InvalidUrl {
-            url: url.to_owned(),
+            url: redact_query(url),
             problem,
         };
         if !url.contains("://") {
@@ -74,7 +74,7 @@ impl Target {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path = if path.is_empty() { "/" } else { path };
         Ok(Target {
-            url: url.to_owned(),
+            url: redact_query(url),
             secure,
             host: host.to_owned(),
             port: authority
@@ -87,6 +87,16 @@ impl Target {
                 .map_err(|_| invalid("the path is not a valid request target"))?,
         })
     }
+}
+
+/// `url` with its query, which often carries a token, replaced by `<redacted>`: what logs,
+/// spans and errors show of a URL.
+pub(crate) fn redact_query(url: &str) -> String {
+    let Some(start) = url.find('?') else {
+        return url.to_owned();
+    };
+    let fragment = url[start..].find('#').map_or("", |at| &url[start + at..]);
+    format!("{}?<redacted>{fragment}", &url[..start])
 }
 
 /// An open WebSocket connection, right after the 101.
@@ -401,6 +411,22 @@ mod tests {
             let error = Target::parse(url).unwrap_err().to_string();
             assert!(error.contains(says), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn queries_are_redacted_for_logs_and_errors() {
+        let t = Target::parse("ws://127.0.0.1:3000/echo?token=s3cret&room=a").unwrap();
+        assert_eq!(t.url, "ws://127.0.0.1:3000/echo?<redacted>");
+        assert_eq!(t.path, "/echo?token=s3cret&room=a");
+        assert_eq!(redact_query("ws://h/p"), "ws://h/p");
+        assert_eq!(
+            redact_query("ws://h/p?x=1#frag"),
+            "ws://h/p?<redacted>#frag"
+        );
+        let error = Target::parse("http://h/p?token=s3cret")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! or fail.
 //!
 //! Every frame sent and received and every state change is logged with `tracing` at debug
-//! level, in a `ws_client` span that names the URL: `RUST_LOG=estuary=debug` shows the
-//! whole conversation.
+//! level, in a `ws_client` span that names the URL (its query, which may carry a token,
+//! redacted): `RUST_LOG=estuary=debug` shows the whole conversation.
 //!
 //! ```no_run
 //! use estuary::client::{Client, ClientConfig, ClientHandler, Connected, DisconnectReason, Reconnect};

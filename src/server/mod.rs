@@ -1,6 +1,8 @@
 //! Serving a tower service over TCP: socket2 binding, HTTP/1.1 with upgrades through
 //! hyper-util, graceful shutdown.
 
+mod pending;
+mod refusals;
 mod shutdown;
 #[cfg(feature = "tls")]
 mod tls;
@@ -13,17 +15,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use estuary_middleware::key::DEFAULT_IPV6_PREFIX;
 use estuary_middleware::PeerAddr;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
+use pending::PendingLimit;
+use refusals::{close_if_refused, record_handshake, refuse_busy, RefusalLog};
 pub use shutdown::Shutdown;
 #[cfg(feature = "tls")]
 pub use tls::{tls_from_pem, TlsError, TlsFile};
@@ -52,6 +56,8 @@ pub struct ServerBuilder {
     header_read_timeout: Duration,
     max_header_size: usize,
     max_pending_handshakes: usize,
+    max_pending_handshakes_per_ip: Option<usize>,
+    ipv6_prefix: u8,
 }
 
 impl Default for ServerBuilder {
@@ -65,6 +71,8 @@ impl Default for ServerBuilder {
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_ip: None,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
 }
@@ -116,6 +124,42 @@ impl ServerBuilder {
         self
     }
 
+    /// The most connections from one IP address (IPv6: one network, see
+    /// [`ipv6_prefix`](Self::ipv6_prefix)) that may be in their HTTP phase at once, so
+    /// that one address cannot take every place of
+    /// [`max_pending_handshakes`](Self::max_pending_handshakes); one more is answered 503
+    /// with `Retry-After` and closed. Idle keep-alive connections count. Default: no
+    /// limit per address, because behind a reverse proxy every client has the proxy's
+    /// address.
+    ///
+    /// ```no_run
+    /// # fn run() -> std::io::Result<()> {
+    /// let server = estuary::Server::builder()
+    ///     .max_pending_handshakes(1024)
+    ///     .max_pending_handshakes_per_ip(64)
+    ///     .bind("0.0.0.0:3000".parse().unwrap())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_pending_handshakes_per_ip(mut self, max: usize) -> Self {
+        self.max_pending_handshakes_per_ip = Some(max);
+        self
+    }
+
+    /// How many leading bits of an IPv6 address make one client for the per-address
+    /// limit: one host is routinely given a whole /64. Default 64.
+    ///
+    /// # Panics
+    ///
+    /// If `bits` is more than 128.
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        assert!(
+            bits <= 128,
+            "an IPv6 prefix is at most 128 bits, got {bits}"
+        );
+        self.ipv6_prefix = bits;
+        self
+    }
+
     /// Binds the listening socket (TCP_NODELAY on every accepted socket).
     pub fn bind(self, addr: SocketAddr) -> io::Result<Server> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -148,6 +192,11 @@ impl std::fmt::Debug for ServerBuilder {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_size", &self.max_header_size)
             .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .field(
+                "max_pending_handshakes_per_ip",
+                &self.max_pending_handshakes_per_ip,
+            )
+            .field("ipv6_prefix", &self.ipv6_prefix)
             .finish()
     }
 }
@@ -337,7 +386,12 @@ impl Acceptor {
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_size.max(8192));
-        let pending = Arc::new(Semaphore::new(config.max_pending_handshakes));
+        let pending = PendingLimit::new(
+            config.max_pending_handshakes,
+            config.max_pending_handshakes_per_ip,
+            config.ipv6_prefix,
+        );
+        let refusals = Arc::new(RefusalLog::new());
 
         loop {
             let (stream, peer) = tokio::select! {
@@ -355,22 +409,31 @@ impl Acceptor {
                 () = stop.cancelled() => break,
             };
             let _ = stream.set_nodelay(true);
-            let Ok(permit) = pending.clone().try_acquire_owned() else {
-                http_conns.spawn(refuse_busy(stream, peer));
-                continue;
+            let permit = match pending.try_acquire(peer.ip()) {
+                Ok(permit) => permit,
+                Err(busy) => {
+                    http_conns.spawn(refuse_busy(stream, peer, busy, refusals.clone()));
+                    continue;
+                }
             };
             let service = service.clone();
             let registry = shutdown.clone();
+            let refusals = refusals.clone();
             let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(PeerAddr(peer));
                 request.extensions_mut().insert(registry.clone());
                 let handshake =
                     is_websocket_upgrade(&request).then(|| request.uri().path().to_owned());
                 let response = service.clone().oneshot(request);
+                let refusals = refusals.clone();
                 async move {
-                    let response = response.await;
-                    if let (Some(path), Ok(response)) = (handshake, &response) {
-                        record_handshake(response.status(), &path, peer);
+                    let mut response = response.await;
+                    if let Ok(response) = &mut response {
+                        let upgrade = handshake.is_some();
+                        if let Some(path) = handshake {
+                            record_handshake(response.status(), &path, peer, &refusals);
+                        }
+                        close_if_refused(response, upgrade);
                     }
                     response
                 }
@@ -398,17 +461,6 @@ impl Acceptor {
             });
         }
     }
-}
-
-/// Answers a connection over the pending-handshake limit with 503 and closes it.
-async fn refuse_busy(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
-    use tokio::io::AsyncWriteExt;
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-        Content-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\nConnection: close\r\n\r\n\
-        too many handshakes in progress\n";
-    tracing::info!(%peer, "too many handshakes in progress: refused with 503");
-    crate::metrics::handshake(http::StatusCode::SERVICE_UNAVAILABLE);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
 }
 
 /// Serves HTTP/1.1 with upgrades on one connection, finishing gracefully on `stop`.
@@ -447,14 +499,6 @@ fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
         .headers()
         .get(http::header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-/// Counts a handshake's outcome and logs a refusal once, whichever layer refused it.
-fn record_handshake(status: http::StatusCode, path: &str, peer: SocketAddr) {
-    crate::metrics::handshake(status);
-    if status != http::StatusCode::SWITCHING_PROTOCOLS {
-        tracing::info!(status = status.as_u16(), path, %peer, "websocket handshake refused");
-    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -13,6 +13,9 @@ use http::{Extensions, HeaderMap, Uri};
 ///
 /// The upgrade moves the request's headers, URI and extensions here, so values that layers
 /// put in the extensions (an [`Identity`], a connection permit) live as long as the socket.
+/// Credentials (`Authorization`, `Proxy-Authorization`, `Cookie`) are left out unless the
+/// service [keeps them](crate::WebSocketService::keep_credentials), and `Debug` shows the
+/// URI without its query, which may carry a token.
 ///
 /// ```
 /// use estuary::{Conn, Handler, Message};
@@ -70,6 +73,14 @@ impl Session {
         }
     }
 
+    /// The request headers less the credentials: what a session keeps by default.
+    pub(crate) fn without_credentials(mut headers: HeaderMap) -> HeaderMap {
+        for name in CREDENTIAL_HEADERS {
+            headers.remove(name);
+        }
+        headers
+    }
+
     /// The session id: the authenticator's choice, or 128 random bits in hex.
     pub fn id(&self) -> &str {
         &self.id
@@ -98,7 +109,7 @@ impl Session {
         self.peer
     }
 
-    /// The request URI.
+    /// The request URI, query included (`Debug` leaves the query out).
     pub fn uri(&self) -> &Uri {
         &self.uri
     }
@@ -158,11 +169,30 @@ impl fmt::Debug for Session {
             .field("id", &self.id)
             .field("user_id", &self.user_id)
             .field("peer", &self.peer)
-            .field("uri", &self.uri)
+            .field("uri", &Redacted(&self.uri))
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
+
+/// The URI with its query replaced by `<redacted>`: query strings carry tokens.
+struct Redacted<'a>(&'a Uri);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.query() {
+            None => write!(f, "\"{}\"", self.0.path()),
+            Some(_) => write!(f, "\"{}?<redacted>\"", self.0.path()),
+        }
+    }
+}
+
+/// Headers that carry credentials, which a session keeps only when asked to.
+const CREDENTIAL_HEADERS: [http::HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
 
 /// Headers that only served the handshake.
 const HANDSHAKE_HEADERS: [http::HeaderName; 5] = [
@@ -261,6 +291,43 @@ mod tests {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_ne!(a.id(), b.id());
         assert_ne!(a.user_id(), b.user_id());
+    }
+
+    #[test]
+    fn debug_shows_the_path_and_never_the_query() {
+        let s = Session::new(
+            Uri::from_static("/ws?access_token=s3cret-42&room=a"),
+            HeaderMap::new(),
+            Extensions::new(),
+            None,
+        );
+        let debug = format!("{s:?} {s:#?}");
+        assert!(!debug.contains("s3cret-42"), "{debug}");
+        assert!(debug.contains("/ws?<redacted>"), "{debug}");
+        assert_eq!(s.query_param("access_token").as_deref(), Some("s3cret-42"));
+        let plain = Session::new(
+            Uri::from_static("/ws"),
+            HeaderMap::new(),
+            Extensions::new(),
+            None,
+        );
+        assert!(format!("{plain:?}").contains("uri: \"/ws\""), "{plain:?}");
+    }
+
+    #[test]
+    fn credentials_are_left_out_unless_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer s3cret".parse().unwrap());
+        headers.insert("proxy-authorization", "Basic eDp5".parse().unwrap());
+        headers.insert("cookie", "sid=s3cret".parse().unwrap());
+        headers.insert("user-agent", "test".parse().unwrap());
+        let kept = Session::without_credentials(headers.clone());
+        assert_eq!(
+            kept.keys().map(|name| name.as_str()).collect::<Vec<_>>(),
+            ["user-agent"]
+        );
+        let s = Session::new(Uri::from_static("/"), headers, Extensions::new(), None);
+        assert!(s.headers().contains_key("cookie"));
     }
 
     #[test]

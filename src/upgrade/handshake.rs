@@ -67,8 +67,9 @@ impl HandshakeError {
         }
     }
 
-    /// The response: status, a plain-text body with the reason, and the headers RFC 6455
-    /// asks for (`Sec-WebSocket-Version: 13` with a version mismatch, `Upgrade` with 426).
+    /// The response: status, a plain-text body with the reason, the headers RFC 6455
+    /// asks for (`Sec-WebSocket-Version: 13` with a version mismatch, `Upgrade` with 426),
+    /// and `Connection: close`: a client refused an upgrade does not keep its connection.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(Bytes::from(format!("{self}\n"))));
         *response.status_mut() = self.status();
@@ -78,12 +79,18 @@ impl HandshakeError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         if self.status() == StatusCode::UPGRADE_REQUIRED {
+            // RFC 9110 7.8: whoever sends `Upgrade` names it in `Connection` too.
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("upgrade, close"),
+            );
             headers.insert(
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
             );
+        } else {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self == HandshakeError::ShuttingDown {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -313,6 +320,20 @@ mod tests {
         let response = HandshakeError::UnsupportedVersion(None).into_response();
         assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
         assert_eq!(response.headers()["sec-websocket-version"], "13");
+        assert_eq!(response.headers()["connection"], "upgrade, close");
+    }
+
+    #[test]
+    fn every_refusal_says_the_connection_closes() {
+        for error in [
+            HandshakeError::MissingKey,
+            HandshakeError::MethodNotGet(Method::POST),
+            HandshakeError::ShuttingDown,
+            HandshakeError::NotUpgradable,
+        ] {
+            let response = error.clone().into_response();
+            assert_eq!(response.headers()["connection"], "close", "{error}");
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub struct WebSocketService<H> {
     config: Arc<WebSocketConfig>,
     shutdown: Option<Shutdown>,
     hub: Hub,
+    keep_credentials: bool,
 }
 
 impl<H: Handler> WebSocketService<H> {
@@ -60,7 +61,31 @@ impl<H: Handler> WebSocketService<H> {
             config: Arc::new(WebSocketConfig::default()),
             shutdown: None,
             hub: Hub::new(),
+            keep_credentials: false,
         }
+    }
+
+    /// Keeps the request's `Authorization`, `Proxy-Authorization` and `Cookie` headers in
+    /// the [`Session`], for a handler that reads them itself (a cookie it checks, a token
+    /// it passes on).
+    ///
+    /// By default they are dropped at the upgrade: the layers in front have checked
+    /// them, and a session that lives for hours should not carry a secret it does not
+    /// need (into a `Debug` print, a heap dump, a handler that logs its headers).
+    ///
+    /// ```
+    /// use estuary::{handler_fn, Conn, Message, WebSocketService};
+    ///
+    /// let service = WebSocketService::new(handler_fn(|conn: &mut Conn, _msg: Message| {
+    ///     let has_cookie = conn.session().headers().contains_key("cookie");
+    ///     let _ = conn.send(if has_cookie { "cookie" } else { "none" });
+    /// }))
+    /// .keep_credentials();
+    /// # let _ = service;
+    /// ```
+    pub fn keep_credentials(mut self) -> Self {
+        self.keep_credentials = true;
+        self
     }
 
     /// Registers connections in `hub` (by default each service has a hub of its own).
@@ -128,8 +153,12 @@ impl<H: Handler> WebSocketService<H> {
         let limits = self
             .config
             .limits_for(parts.extensions.get::<SessionLimits>());
-        let mut session =
-            Session::new(parts.uri, parts.headers, parts.extensions, protocol.clone());
+        let headers = if self.keep_credentials {
+            parts.headers
+        } else {
+            Session::without_credentials(parts.headers)
+        };
+        let mut session = Session::new(parts.uri, headers, parts.extensions, protocol.clone());
         if let Some(agreed) = &deflate {
             session.set_compression(&agreed.header);
         }
@@ -255,6 +284,7 @@ impl<H> std::fmt::Debug for WebSocketService<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocketService")
             .field("config", &self.config)
+            .field("keep_credentials", &self.keep_credentials)
             .finish_non_exhaustive()
     }
 }

@@ -2,23 +2,15 @@
 // typed in one appears in the other. Run by scripts/browser-test.sh.
 //
 // usage: node tests/browser/chat.mjs BASE_URL SCREENSHOT_PATH
-import { chromium } from "playwright-core";
+import { launch, STEP_MS } from "./launch.mjs";
 
 const [base, screenshot] = process.argv.slice(2);
 if (!base || !screenshot) {
   console.error("usage: node chat.mjs BASE_URL SCREENSHOT_PATH");
   process.exit(2);
 }
-const STEP_MS = 10_000;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  // No sandbox as root; no background traffic, which this machine's closed network refuses.
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  timeout: STEP_MS,
-});
+const browser = await launch();
 const watchdog = setTimeout(() => {
   console.error("chat browser test: took longer than 60s");
   process.exit(1);

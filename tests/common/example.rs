@@ -113,14 +113,32 @@ impl ExampleServer {
         toml: Option<&str>,
         args: &[&str],
     ) -> Result<ExampleServer, (ExitStatus, String)> {
+        Self::try_start_logging(toml, args, None)
+    }
+
+    /// Like [`ExampleServer::start`], with `RUST_LOG` set to `filter` ("trace", say).
+    pub fn start_logging(toml: &str, args: &[&str], filter: &str) -> ExampleServer {
+        Self::try_start_logging(Some(toml), args, Some(filter)).unwrap_or_else(
+            |(status, stderr)| panic!("the example server exited with {status}:\n{stderr}"),
+        )
+    }
+
+    fn try_start_logging(
+        toml: Option<&str>,
+        args: &[&str],
+        rust_log: Option<&str>,
+    ) -> Result<ExampleServer, (ExitStatus, String)> {
         let config = toml.map(config_file);
         let mut command = Command::new(binary());
         if let Some(config) = &config {
             command.arg("--config").arg(config.path());
         }
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
         let mut child = command
             .args(args)
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

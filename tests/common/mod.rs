@@ -173,6 +173,23 @@ pub async fn connect_from(from: IpAddr, url: &str) -> Client {
     client
 }
 
+/// Connects from `from` as soon as the server lets it: a place held by a socket that
+/// just closed is given back a moment later. Retries every 50 ms, within [`STEP`].
+pub async fn connect_from_when_free(from: IpAddr, url: &str) -> Client {
+    let uri: http::Uri = url.parse().unwrap();
+    let addr = uri.authority().unwrap().as_str().parse().unwrap();
+    within("a place frees up", async {
+        loop {
+            let stream = MaybeTlsStream::Plain(tcp_from(from, addr).await);
+            if let Ok((client, _)) = tokio_tungstenite::client_async(url, stream).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// Sends `text` and waits for it to come back.
 pub async fn echo_roundtrip(client: &mut Client, text: &str) {
     client.send(WsMessage::text(text)).await.unwrap();
@@ -245,6 +262,12 @@ pub async fn tcp_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
 }
 
 async fn raw_request_on(mut stream: TcpStream, request: impl AsRef<[u8]>) -> RawResponse {
+    raw_exchange(&mut stream, request).await
+}
+
+/// Sends `request` on `stream` and reads one response (with a Content-Length, or up to
+/// the server's close), leaving the connection as the server left it.
+pub async fn raw_exchange(stream: &mut TcpStream, request: impl AsRef<[u8]>) -> RawResponse {
     stream.write_all(request.as_ref()).await.unwrap();
     let mut buf = Vec::new();
     within("read response", async {
@@ -259,7 +282,12 @@ async fn raw_request_on(mut stream: TcpStream, request: impl AsRef<[u8]>) -> Raw
                 return response;
             }
         }
-        parse_response(&buf).expect("a complete HTTP response")
+        parse_response(&buf).unwrap_or_else(|| {
+            panic!(
+                "the server closed before a complete HTTP response: {:?}",
+                String::from_utf8_lossy(&buf)
+            )
+        })
     })
     .await
 }
@@ -283,6 +311,16 @@ fn parse_response(buf: &[u8]) -> Option<RawResponse> {
         headers,
         body: body[..len].to_string(),
     })
+}
+
+/// Whether the server closes `stream` within [`STEP`]: an end of file (or a reset) and
+/// no byte before it.
+pub async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(STEP, stream.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
 }
 
 /// A valid handshake for `path` with extra header lines (each ending in \r\n).

@@ -5,7 +5,8 @@ use std::fmt;
 use std::future::{ready, Future};
 use std::sync::Arc;
 
-use subtle::{Choice, ConstantTimeEq};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::{AuthError, AuthRequest, Authenticate, Bearer};
 use crate::Identity;
@@ -13,8 +14,8 @@ use crate::Identity;
 /// Basic authentication against a fixed set of users and passwords.
 ///
 /// Missing or malformed credentials and a wrong user or password all get 401 with
-/// `WWW-Authenticate: Basic realm="<realm>"`. Passwords are compared in constant time,
-/// and an unknown user costs the same as a wrong password.
+/// `WWW-Authenticate: Basic realm="<realm>"`. Passwords are kept as SHA-256 digests and
+/// compared in constant time, and an unknown user costs the same as a wrong password.
 ///
 /// ```
 /// use estuary_middleware::auth::{AuthLayer, BasicUsers};
@@ -28,7 +29,8 @@ use crate::Identity;
 #[derive(Clone)]
 pub struct BasicUsers {
     realm: Arc<str>,
-    users: HashMap<String, String>,
+    /// User name to the digest of the password.
+    users: HashMap<String, Digest>,
 }
 
 impl BasicUsers {
@@ -42,7 +44,8 @@ impl BasicUsers {
 
     /// Adds (or replaces) a user.
     pub fn with_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
-        self.users.insert(name.into(), password.into());
+        self.users
+            .insert(name.into(), digest(password.into().as_bytes()));
         self
     }
 
@@ -67,10 +70,8 @@ impl BasicUsers {
         let stored = self.users.get(basic.username());
         // An unknown user is compared against a placeholder, so it takes as long as a
         // known user with a wrong password.
-        let password_matches = constant_time_eq(
-            basic.password().as_bytes(),
-            stored.map_or(&b"\0"[..], |password| password.as_bytes()),
-        );
+        let given = digest(basic.password().as_bytes());
+        let password_matches: bool = given.ct_eq(stored.unwrap_or(&[0; 32])).into();
         if stored.is_some() && password_matches {
             Ok(Identity::new(basic.username()))
         } else {
@@ -101,7 +102,8 @@ impl fmt::Debug for BasicUsers {
 /// tokens to user ids.
 ///
 /// No token: 401 `Bearer realm="<realm>"`; an unknown token: 401
-/// `Bearer realm="<realm>", error="invalid_token"` (RFC 6750).
+/// `Bearer realm="<realm>", error="invalid_token"` (RFC 6750). Tokens are kept as
+/// SHA-256 digests, and an offered token is looked up by its digest.
 ///
 /// ```
 /// use estuary_middleware::auth::{AuthLayer, BearerTokens};
@@ -229,15 +231,16 @@ impl Authenticate for QueryToken {
     }
 }
 
-/// Tokens and the user each one lets in, and the realm of the challenges.
+/// The digests of tokens and the user each one lets in, and the realm of the challenges.
 ///
-/// A hash lookup rather than a constant-time scan: std's `HashMap` hashes with a random
-/// SipHash key, so a client cannot choose which stored token its guess is compared
-/// with, and the comparison's timing says nothing about any token it could target.
+/// A hash lookup by digest rather than a constant-time scan: a guess is compared with
+/// stored digests, never with stored tokens, and how long a comparison of SHA-256
+/// digests takes says nothing a client could use to steer its next guess toward a
+/// token. The tokens themselves are not kept, so no dump or `Debug` of this can show one.
 #[derive(Clone)]
 struct Tokens {
     realm: Arc<str>,
-    users: HashMap<String, Arc<str>>,
+    users: HashMap<Digest, Arc<str>>,
 }
 
 impl Tokens {
@@ -256,7 +259,7 @@ impl Tokens {
     {
         let tokens = tokens.into_iter();
         self.users
-            .extend(tokens.map(|(token, user)| (token.into(), user.into())));
+            .extend(tokens.map(|(token, user)| (digest(token.into().as_bytes()), user.into())));
     }
 
     /// The identity `offered` stands for; no token or an empty one is "missing".
@@ -266,7 +269,7 @@ impl Tokens {
             .ok_or_else(|| AuthError::bearer_required(&self.realm))?;
         let user_id = self
             .users
-            .get(token)
+            .get(&digest(token.as_bytes()))
             .ok_or_else(|| AuthError::bearer(&self.realm))?;
         Ok(Identity::new(user_id.clone()))
     }
@@ -281,33 +284,59 @@ impl fmt::Debug for Tokens {
     }
 }
 
-/// Compares `given` with `stored` in time that depends only on `given`'s length: it
-/// neither stops at the first difference nor reveals how long `stored` is.
-fn constant_time_eq(given: &[u8], stored: &[u8]) -> bool {
-    let same_length = (given.len() as u64).ct_eq(&(stored.len() as u64));
-    let same_bytes = given
-        .iter()
-        .enumerate()
-        .fold(Choice::from(1), |same, (i, byte)| {
-            let expected = stored.get(i % stored.len().max(1)).copied().unwrap_or(0);
-            same & byte.ct_eq(&expected)
-        });
-    (same_length & same_bytes).into()
+/// A SHA-256 digest.
+type Digest = [u8; 32];
+
+/// The SHA-256 digest of a password or token: what is kept instead of the secret.
+fn digest(secret: &[u8]) -> Digest {
+    Sha256::digest(secret).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn basic(user: &str, password: &str) -> http::Request<()> {
+        use headers::{Authorization, HeaderMapExt};
+        let mut request = http::Request::new(());
+        request
+            .headers_mut()
+            .typed_insert(Authorization::basic(user, password));
+        request
+    }
+
+    fn bearer(token: &str) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.headers_mut().insert("authorization", value);
+        request
+    }
+
     #[test]
-    fn constant_time_eq_matches_only_equal_bytes() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(constant_time_eq(b"", b""));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"secretsecret", b"secret"));
-        assert!(!constant_time_eq(b"", b"secret"));
-        assert!(!constant_time_eq(b"x", b""));
+    fn passwords_match_only_exactly() {
+        let users = BasicUsers::new("r").with_user("alice", "secret");
+        let check = |user, password| users.check(&AuthRequest::new(&basic(user, password)));
+        assert_eq!(check("alice", "secret").unwrap().user_id(), "alice");
+        for (user, password) in [
+            ("alice", "secreT"),
+            ("alice", "secret2"),
+            ("alice", ""),
+            ("bob", "secret"),
+            ("", "secret"),
+        ] {
+            assert!(check(user, password).is_err(), "{user}:{password}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_kept_as_digests_and_match_only_exactly() {
+        let tokens = BearerTokens::new("r").with_token("tok-456", "bob");
+        assert!(tokens.tokens.users.contains_key(&digest(b"tok-456")));
+        let check = |token| tokens.check(&AuthRequest::new(&bearer(token)));
+        assert_eq!(check("tok-456").unwrap().user_id(), "bob");
+        for token in ["tok-45", "tok-4567", "TOK-456"] {
+            assert!(check(token).is_err(), "{token}");
+        }
     }
 
     #[test]

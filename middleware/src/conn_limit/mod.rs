@@ -7,6 +7,11 @@
 //! drops its extensions with the request and gives the slot back at once. When every
 //! slot is taken the layer answers `503 Service Unavailable` with `Retry-After`.
 //!
+//! [`ConnectionLimitLayer::per_client`] also caps the slots one client may hold (told
+//! apart by a [`KeyExtractor`](crate::key::KeyExtractor): the peer's address, a user
+//! id...), so that one address cannot take every socket; it remembers a client only while
+//! it holds a slot.
+//!
 //! [`ConnectionLimitLayer::live`] reports how many slots are held, for metrics.
 //!
 //! [`ConnectionPermit`]: crate::ConnectionPermit

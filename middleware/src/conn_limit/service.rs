@@ -1,33 +1,41 @@
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::key::{AllClients, KeyExtractor};
 use crate::response::{self, ResponseBody, ResponseFuture};
 use crate::ConnectionPermit;
 
 /// How long a client turned away is told to wait when no other value is set.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// Layer that lets at most `max` sockets live at once and answers 503 to the rest.
+/// Layer that lets at most `max` sockets live at once, and optionally at most so many per
+/// client, and answers 503 to the rest.
 ///
 /// Clones share the same slots, so keep a clone to read [`live`](Self::live).
 ///
 /// ```
 /// use estuary_middleware::conn_limit::ConnectionLimitLayer;
+/// use estuary_middleware::key::PeerIp;
 /// use std::time::Duration;
 ///
-/// let layer = ConnectionLimitLayer::new(10_000).with_retry_after(Duration::from_secs(30));
+/// let layer = ConnectionLimitLayer::new(10_000)
+///     .per_client(PeerIp::default(), 100)
+///     .with_retry_after(Duration::from_secs(30));
 /// assert_eq!(layer.max(), 10_000);
+/// assert_eq!(layer.max_per_client(), Some(100));
 /// assert_eq!(layer.live(), 0);
 /// ```
 #[derive(Debug, Clone)]
-pub struct ConnectionLimitLayer {
-    slots: Arc<Slots>,
+pub struct ConnectionLimitLayer<K: KeyExtractor = AllClients> {
+    slots: Arc<Slots<K::Key>>,
+    key: K,
     retry_after: Duration,
 }
 
@@ -35,11 +43,31 @@ impl ConnectionLimitLayer {
     /// At most `max` live sockets; `0` turns every request away.
     pub fn new(max: usize) -> Self {
         Self {
-            slots: Arc::new(Slots {
-                live: AtomicUsize::new(0),
-                max,
-            }),
+            slots: Arc::new(Slots::new(max, None)),
+            key: AllClients,
             retry_after: DEFAULT_RETRY_AFTER,
+        }
+    }
+}
+
+impl<K: KeyExtractor> ConnectionLimitLayer<K> {
+    /// Also lets each client, told apart by `key`, hold at most `max_per_client` of the
+    /// slots: one client (an address, with [`PeerIp`](crate::key::PeerIp)) can no longer
+    /// take them all. A request without a key is answered 500.
+    ///
+    /// The count of a client is forgotten when its last socket closes, so the layer
+    /// remembers at most as many clients as there are live sockets, never more than `max`.
+    ///
+    /// Starts with slots of its own: clones made before this call do not share them.
+    pub fn per_client<K2: KeyExtractor>(
+        self,
+        key: K2,
+        max_per_client: usize,
+    ) -> ConnectionLimitLayer<K2> {
+        ConnectionLimitLayer {
+            slots: Arc::new(Slots::new(self.slots.max, Some(max_per_client))),
+            key,
+            retry_after: self.retry_after,
         }
     }
 
@@ -59,15 +87,24 @@ impl ConnectionLimitLayer {
     pub fn max(&self) -> usize {
         self.slots.max
     }
+
+    /// The most slots one client can hold, when the limit is [per client](Self::per_client).
+    pub fn max_per_client(&self) -> Option<usize> {
+        self.slots
+            .per_client
+            .as_ref()
+            .map(|per_client| per_client.max)
+    }
 }
 
-impl<S> Layer<S> for ConnectionLimitLayer {
-    type Service = ConnectionLimit<S>;
+impl<S, K: KeyExtractor> Layer<S> for ConnectionLimitLayer<K> {
+    type Service = ConnectionLimit<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ConnectionLimit {
             inner,
             slots: self.slots.clone(),
+            key: self.key.clone(),
             retry_after: self.retry_after,
         }
     }
@@ -77,22 +114,24 @@ impl<S> Layer<S> for ConnectionLimitLayer {
 ///
 /// Built by [`ConnectionLimitLayer`].
 #[derive(Debug, Clone)]
-pub struct ConnectionLimit<S> {
+pub struct ConnectionLimit<S, K: KeyExtractor = AllClients> {
     inner: S,
-    slots: Arc<Slots>,
+    slots: Arc<Slots<K::Key>>,
+    key: K,
     retry_after: Duration,
 }
 
-impl<S> ConnectionLimit<S> {
+impl<S, K: KeyExtractor> ConnectionLimit<S, K> {
     /// How many slots are held right now.
     pub fn live(&self) -> usize {
         self.slots.live()
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ConnectionLimit<S>
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for ConnectionLimit<S, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: KeyExtractor,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -103,54 +142,141 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match Slots::try_take(&self.slots) {
-            Some(permit) => {
+        let key = match &self.slots.per_client {
+            None => None,
+            Some(_) => match self.key.extract(&request) {
+                Some(key) => Some(key),
+                None => {
+                    tracing::warn!(
+                        "connection limit: no client key for {} (is PeerAddr in the request extensions?)",
+                        request.uri().path()
+                    );
+                    return ResponseFuture::answered(response::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "connection limit: cannot tell which client this is",
+                        HeaderMap::new(),
+                    ));
+                }
+            },
+        };
+        match Slots::try_take(&self.slots, key) {
+            Ok(permit) => {
                 request.extensions_mut().insert(permit);
                 ResponseFuture::inner(self.inner.call(request))
             }
-            None => ResponseFuture::answered(response::text(
+            Err(full) => ResponseFuture::answered(response::text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "connection limit reached: {} sockets are open",
-                    self.slots.max
-                ),
+                match full {
+                    Full::Everyone(max) => {
+                        format!("connection limit reached: {max} sockets are open")
+                    }
+                    Full::Client(max) => {
+                        format!("connection limit reached: this client has {max} sockets open")
+                    }
+                },
                 response::retry_after(self.retry_after),
             )),
         }
     }
 }
 
-/// The shared count of held slots.
+/// The shared count of held slots, and of each client's.
 #[derive(Debug)]
-struct Slots {
+struct Slots<Key> {
     live: AtomicUsize,
     max: usize,
+    per_client: Option<PerClient<Key>>,
 }
 
-impl Slots {
+/// How many slots each client holds; a client holding none has no entry.
+#[derive(Debug)]
+struct PerClient<Key> {
+    max: usize,
+    held: Mutex<HashMap<Key, usize>>,
+}
+
+/// Which cap a request ran into, and its value.
+enum Full {
+    Everyone(usize),
+    Client(usize),
+}
+
+impl<Key: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Slots<Key> {
+    fn new(max: usize, max_per_client: Option<usize>) -> Self {
+        Self {
+            live: AtomicUsize::new(0),
+            max,
+            per_client: max_per_client.map(|max| PerClient {
+                max,
+                held: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
     fn live(&self) -> usize {
         self.live.load(Ordering::Acquire)
     }
 
-    /// A permit that gives its slot back when dropped, or `None` when all are held.
-    fn try_take(slots: &Arc<Self>) -> Option<ConnectionPermit> {
+    /// A permit that gives its slot (and its client's) back when dropped, or which cap is
+    /// full. `key` is `Some` exactly when the limit is per client.
+    fn try_take(slots: &Arc<Self>, key: Option<Key>) -> Result<ConnectionPermit, Full> {
         slots
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
                 (live < slots.max).then_some(live + 1)
             })
-            .ok()?;
+            .map_err(|_| Full::Everyone(slots.max))?;
+        if let (Some(per_client), Some(key)) = (&slots.per_client, &key) {
+            // The global slot is taken first, so the map never has more entries than
+            // there are live sockets.
+            if !per_client.take(key) {
+                slots.live.fetch_sub(1, Ordering::AcqRel);
+                return Err(Full::Client(per_client.max));
+            }
+        }
         let slots = slots.clone();
-        Some(ConnectionPermit::new(move || {
+        Ok(ConnectionPermit::new(move || {
+            if let (Some(per_client), Some(key)) = (&slots.per_client, key) {
+                per_client.give_back(&key);
+            }
             slots.live.fetch_sub(1, Ordering::AcqRel);
         }))
+    }
+}
+
+impl<Key: std::hash::Hash + Eq + Clone> PerClient<Key> {
+    fn take(&self, key: &Key) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.get(key).copied().unwrap_or(0);
+        if count >= self.max {
+            return false;
+        }
+        held.insert(key.clone(), count + 1);
+        true
+    }
+
+    fn give_back(&self, key: &Key) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(key);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn clients(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::PeerIp;
     use crate::test_util::{answer, get, text, TestBody};
+    use crate::PeerAddr;
     use bytes::Bytes;
     use http::header::RETRY_AFTER;
     use http::Extensions;
@@ -163,8 +289,8 @@ mod tests {
     type Sockets = Arc<Mutex<Vec<Extensions>>>;
 
     /// A stack whose inner service keeps each request's extensions, like the upgrade.
-    fn upgrading_stack(
-        layer: &ConnectionLimitLayer,
+    fn upgrading_stack<K: KeyExtractor + Send + Sync + 'static>(
+        layer: &ConnectionLimitLayer<K>,
     ) -> (
         impl Service<
                 Request<Empty<Bytes>>,
@@ -267,18 +393,114 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
+    fn from_peer(addr: &str) -> Request<Empty<Bytes>> {
+        let mut request = get("/ws");
+        let addr = addr.parse().expect("test addresses are valid");
+        request.extensions_mut().insert(PeerAddr(addr));
+        request
+    }
+
+    #[tokio::test]
+    async fn one_client_over_its_share_gets_503_while_another_connects() {
+        let layer = ConnectionLimitLayer::new(10).per_client(PeerIp::default(), 2);
+        let (service, sockets) = upgrading_stack(&layer);
+        for port in 1..=2 {
+            let response = service
+                .clone()
+                .oneshot(from_peer(&format!("192.0.2.1:{port}")));
+            assert_eq!(
+                response.await.unwrap().status(),
+                StatusCode::SWITCHING_PROTOCOLS
+            );
+        }
+        let response = service
+            .clone()
+            .oneshot(from_peer("192.0.2.1:3"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+        assert_eq!(
+            text(response).await,
+            "connection limit reached: this client has 2 sockets open"
+        );
+        // IPv6 neighbours in one /64 are one client.
+        for (addr, expected) in [
+            ("[2001:db8::1]:1", StatusCode::SWITCHING_PROTOCOLS),
+            ("[2001:db8::2]:1", StatusCode::SWITCHING_PROTOCOLS),
+            ("[2001:db8::3]:1", StatusCode::SERVICE_UNAVAILABLE),
+            ("192.0.2.2:1", StatusCode::SWITCHING_PROTOCOLS),
+        ] {
+            let response = service.clone().oneshot(from_peer(addr)).await.unwrap();
+            assert_eq!(response.status(), expected, "{addr}");
+        }
+        assert_eq!(layer.live(), 5);
+
+        drop(sockets.lock().unwrap().remove(0)); // one of 192.0.2.1's sockets closes
+        let response = service
+            .clone()
+            .oneshot(from_peer("192.0.2.1:4"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    }
+
+    #[tokio::test]
+    async fn a_client_is_forgotten_when_its_last_socket_closes() {
+        let layer = ConnectionLimitLayer::new(100).per_client(PeerIp::default(), 3);
+        let (service, sockets) = upgrading_stack(&layer);
+        for client in 0..50 {
+            let request = from_peer(&format!("192.0.2.{client}:1"));
+            service.clone().oneshot(request).await.unwrap();
+        }
+        let per_client = layer.slots.per_client.as_ref().unwrap();
+        assert_eq!(per_client.clients(), 50);
+        // A refused request leaves no entry behind.
+        let refused = ConnectionLimitLayer::new(0).per_client(PeerIp::default(), 3);
+        let (service_refused, _kept) = upgrading_stack(&refused);
+        service_refused
+            .oneshot(from_peer("192.0.2.1:1"))
+            .await
+            .unwrap();
+        assert_eq!(refused.slots.per_client.as_ref().unwrap().clients(), 0);
+
+        sockets.lock().unwrap().clear();
+        assert_eq!(per_client.clients(), 0);
+        assert_eq!(layer.live(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_total_cap_bounds_how_many_clients_are_remembered() {
+        let layer = ConnectionLimitLayer::new(8).per_client(PeerIp::default(), 1);
+        let (service, _sockets) = upgrading_stack(&layer);
+        let mut refused = 0;
+        for client in 0..200 {
+            let request = from_peer(&format!("10.0.{}.{}:1", client / 250, client % 250));
+            let response = service.clone().oneshot(request).await.unwrap();
+            refused += usize::from(response.status() == StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(refused, 192);
+        assert_eq!(layer.slots.per_client.as_ref().unwrap().clients(), 8);
+    }
+
+    #[tokio::test]
+    async fn per_client_request_without_a_key_gets_500() {
+        let layer = ConnectionLimitLayer::new(8).per_client(PeerIp::default(), 1);
+        let (service, _sockets) = upgrading_stack(&layer);
+        let response = service.oneshot(get("/ws")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(layer.live(), 0);
+    }
+
     #[test]
     fn concurrent_takers_never_exceed_the_cap() {
-        let slots = Arc::new(Slots {
-            live: AtomicUsize::new(0),
-            max: 8,
-        });
+        let slots = Arc::new(Slots::<()>::new(8, None));
         let held = Arc::new(Mutex::new(Vec::new()));
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for _ in 0..100 {
-                        if let Some(permit) = Slots::try_take(&slots) {
+                        if let Ok(permit) = Slots::try_take(&slots, None) {
                             held.lock().unwrap().push(permit);
                         }
                     }

@@ -9,7 +9,9 @@
 //! Origins match on `scheme://host[:port]`: the scheme and host compare case-insensitively
 //! and a default port (`:80` for http/ws, `:443` for https/wss) is the same as none. A
 //! request without an `Origin` header is not from a browser page and passes, unless the
-//! layer is [`strict`](OriginLayer::strict).
+//! layer is [`strict`](OriginLayer::strict). A server that serves its own pages and has
+//! no list can allow just those: [`OriginLayer::same_origin`] lets in an `Origin` whose
+//! host and port are the request's `Host`.
 //!
 //! # Example
 //!

@@ -3,7 +3,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::ORIGIN;
+use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -27,6 +27,7 @@ const ECHO_LIMIT: usize = 100;
 pub struct OriginLayer {
     allowed: Arc<Allowed>,
     strict: bool,
+    same_origin: bool,
 }
 
 /// The allow-list, reduced and also serialized the way browsers send an origin, so that
@@ -72,7 +73,51 @@ impl OriginLayer {
         Ok(Self {
             allowed: Arc::new(Allowed { sites, serialized }),
             strict: false,
+            same_origin: false,
         })
+    }
+
+    /// Allows only pages served by this server: an `Origin` whose host and port are the
+    /// request's `Host` (or, without one, the host of the request URI, as in HTTP/2).
+    ///
+    /// For a server that serves its own pages and has no list of origins: any other web
+    /// page gets 403. It trusts `Host` as the browser sent it, so it does not stop DNS
+    /// rebinding (a hostile name that resolves to this server); an allow-list does.
+    ///
+    /// ```
+    /// use estuary_middleware::origin::OriginLayer;
+    /// use http::{Request, Response, StatusCode};
+    /// use http_body_util::Full;
+    /// use bytes::Bytes;
+    /// use std::convert::Infallible;
+    /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let service = ServiceBuilder::new()
+    ///     .layer(OriginLayer::same_origin())
+    ///     .service(service_fn(|_request: Request<()>| async {
+    ///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("websocket"))))
+    ///     }));
+    /// let from = |origin| {
+    ///     let request = Request::get("/ws").header("host", "127.0.0.1:3000");
+    ///     request.header("origin", origin).body(()).unwrap()
+    /// };
+    /// let response = service.clone().oneshot(from("http://127.0.0.1:3000")).await.unwrap();
+    /// assert_eq!(response.status(), StatusCode::OK);
+    /// let response = service.oneshot(from("http://127.0.0.1:8000")).await.unwrap();
+    /// assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    /// # }
+    /// ```
+    pub fn same_origin() -> Self {
+        Self {
+            allowed: Arc::new(Allowed {
+                sites: HashSet::new(),
+                serialized: HashSet::new(),
+            }),
+            strict: false,
+            same_origin: true,
+        }
     }
 
     /// Rejects requests without an `Origin` header too (403 "missing Origin header"),
@@ -91,11 +136,12 @@ impl<S> Layer<S> for OriginLayer {
             inner,
             allowed: self.allowed.clone(),
             strict: self.strict,
+            same_origin: self.same_origin,
         }
     }
 }
 
-/// Middleware that checks the `Origin` header against an allow-list.
+/// Middleware that checks the `Origin` header against an allow-list, or against `Host`.
 ///
 /// Built by [`OriginLayer`].
 #[derive(Debug, Clone)]
@@ -103,11 +149,12 @@ pub struct CheckOrigin<S> {
     inner: S,
     allowed: Arc<Allowed>,
     strict: bool,
+    same_origin: bool,
 }
 
 impl<S> CheckOrigin<S> {
-    /// Why `headers` may not pass, or `None` when they may.
-    fn rejection(&self, headers: &HeaderMap) -> Option<String> {
+    /// Why a request with `headers` for `uri` may not pass, or `None` when it may.
+    fn rejection(&self, headers: &HeaderMap, uri: &Uri) -> Option<String> {
         let mut values = headers.get_all(ORIGIN).iter();
         let Some(value) = values.next() else {
             return self.strict.then(|| "missing Origin header".to_owned());
@@ -117,7 +164,10 @@ impl<S> CheckOrigin<S> {
         }
         let allowed = value.to_str().is_ok_and(|text| {
             self.allowed.serialized.contains(text)
-                || SiteOrigin::parse(text).is_some_and(|site| self.allowed.sites.contains(&site))
+                || SiteOrigin::parse(text).is_some_and(|site| {
+                    self.allowed.sites.contains(&site)
+                        || (self.same_origin && site.is_served_by(headers, uri))
+                })
         });
         if allowed {
             return None;
@@ -143,7 +193,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.rejection(request.headers()) {
+        match self.rejection(request.headers(), request.uri()) {
             None => ResponseFuture::inner(self.inner.call(request)),
             Some(reason) => ResponseFuture::answered(response::text(
                 StatusCode::FORBIDDEN,
@@ -188,6 +238,27 @@ struct SiteOrigin {
 }
 
 impl SiteOrigin {
+    /// Whether this is the origin of the server the request went to: the same host and
+    /// port as its `Host` header, or its URI's authority when it has no `Host`. A `Host`
+    /// without a port means the origin scheme's default port.
+    fn is_served_by(&self, headers: &HeaderMap, uri: &Uri) -> bool {
+        let host = match headers.get(HOST) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.parse::<http::uri::Authority>().ok()),
+            None => uri.authority().cloned(),
+        };
+        let Some(host) = host else { return false };
+        if host.as_str().contains('@') {
+            return false;
+        }
+        let port = host
+            .port_u16()
+            .filter(|&port| Some(port) != default_port(&self.scheme));
+        host.host().eq_ignore_ascii_case(&self.host) && port == self.port
+    }
+
     fn parse(text: &str) -> Option<Self> {
         let uri: Uri = text.parse().ok()?;
         let authority = uri.authority()?;
@@ -196,14 +267,9 @@ impl SiteOrigin {
             return None;
         }
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" | "ws" => Some(80),
-            "https" | "wss" => Some(443),
-            _ => None,
-        };
         let port = authority
             .port_u16()
-            .filter(|&port| Some(port) != default_port);
+            .filter(|&port| Some(port) != default_port(&scheme));
         Some(Self {
             host: authority.host().to_ascii_lowercase(),
             scheme,
@@ -218,6 +284,15 @@ impl SiteOrigin {
             Some(port) => format!("{}://{}:{port}", self.scheme, self.host),
             None => format!("{}://{}", self.scheme, self.host),
         }
+    }
+}
+
+/// The port a URL of `scheme` means when it names none.
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
     }
 }
 
@@ -360,6 +435,55 @@ mod tests {
         let (status, body) = answer(allowing(&["https://app.example.com"]), request).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body, "more than one Origin header");
+    }
+
+    async fn same_origin_status(host: Option<&str>, uri: &str, origin: &str) -> StatusCode {
+        let mut request = get(uri);
+        if let Some(host) = host {
+            request.headers_mut().insert(HOST, host.parse().unwrap());
+        }
+        request
+            .headers_mut()
+            .insert(ORIGIN, origin.parse().unwrap());
+        answer(OriginLayer::same_origin(), request).await.0
+    }
+
+    #[tokio::test]
+    async fn same_origin_lets_in_pages_of_the_host_they_connect_to() {
+        for (host, origin) in [
+            ("127.0.0.1:3000", "http://127.0.0.1:3000"),
+            ("Chat.Example", "https://chat.example"),
+            ("chat.example:443", "https://chat.example"),
+            ("chat.example", "http://chat.example:80"),
+            ("[::1]:3000", "http://[::1]:3000"),
+        ] {
+            let status = same_origin_status(Some(host), "/ws", origin).await;
+            assert_eq!(status, StatusCode::OK, "{host} {origin}");
+        }
+        // HTTP/2 has no Host header: the URI's authority stands for it.
+        let status =
+            same_origin_status(None, "http://chat.example/ws", "http://chat.example").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn same_origin_turns_other_pages_away_with_403() {
+        for (host, origin) in [
+            ("127.0.0.1:3000", "http://127.0.0.1:8000"),
+            ("127.0.0.1:3000", "http://localhost:3000"),
+            ("chat.example", "https://chat.example.evil"),
+            ("chat.example", "https://chat.example:8443"),
+            ("chat.example:80", "https://chat.example"),
+            ("chat.example", "null"),
+            ("not a host", "http://not a host"),
+        ] {
+            let status = same_origin_status(Some(host), "/ws", origin).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{host} {origin}");
+        }
+        let status = same_origin_status(None, "/ws", "http://chat.example").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "no Host and no authority");
+        let (status, _) = status_for(OriginLayer::same_origin(), None).await;
+        assert_eq!(status, StatusCode::OK, "no Origin: not a browser page");
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! `per_second` refills); a request over budget is answered `429` with a `Retry-After`
 //! in whole seconds (rounded up, at least 1) and never reaches the rest of the stack.
 //! Clients are told apart by the IP address of the TCP peer ([`PeerAddr`], which the
-//! server inserts) unless another [`KeyExtractor`] is chosen: [`ForwardedFor`] behind
+//! server inserts; IPv6 per /64 and IPv4-mapped addresses as IPv4, see [`crate::key`])
+//! unless another [`KeyExtractor`] is chosen: [`ForwardedFor`] behind
 //! trusted proxies, [`UserId`] after an auth layer, or any [`key_fn`] closure. A request
 //! without a key is answered `500`, so a server that forgot `PeerAddr` is noticed.
 //!
@@ -55,10 +56,9 @@
 //! # }
 //! ```
 
-mod key;
 mod service;
 
+pub use crate::key::{key_fn, ForwardedFor, KeyExtractor, KeyFn, PeerIp, UserId};
 pub use crate::response::ResponseFuture;
 pub use governor::Quota;
-pub use key::{key_fn, ForwardedFor, KeyExtractor, KeyFn, PeerIp, UserId};
 pub use service::{RateLimit, RateLimitLayer};

@@ -57,7 +57,7 @@ impl RateLimitLayer<PeerIp> {
     pub fn from_quota(quota: Quota) -> Self {
         Self {
             quota,
-            key: PeerIp,
+            key: PeerIp::default(),
             limiter: Arc::new(Limiter::new(quota)),
         }
     }
@@ -349,6 +349,57 @@ mod tests {
         );
         let again = status(&layer, via_proxy("198.51.100.1")).await;
         assert_eq!(again, StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[tokio::test]
+    async fn spoofed_forwarded_bytes_and_ipv6_neighbours_share_one_key() {
+        let layer = RateLimitLayer::per_second(rate(1))
+            .with_key(ForwardedFor::new(["10.0.0.2".parse().unwrap()]));
+        // What the proxy sends on: whatever the client wrote, then the client's address.
+        let via_proxy = |sent: &[u8], client: &str| {
+            let mut value = sent.to_vec();
+            value.extend_from_slice(format!(", {client}").as_bytes());
+            let mut request = from_peer("10.0.0.2:5000");
+            let value = http::HeaderValue::from_bytes(&value).unwrap();
+            request.headers_mut().insert("x-forwarded-for", value);
+            request
+        };
+        assert_eq!(
+            status(&layer, via_proxy(b"1.1.1.1", "198.51.100.1")).await,
+            StatusCode::OK
+        );
+        for spoofed in [
+            &b"\xff\xfe2.2.2.2"[..],
+            b"3.3.3.3\x80",
+            b"\x80",
+            b"::ffff:4.4.4.4",
+        ] {
+            let again = status(&layer, via_proxy(spoofed, "198.51.100.1")).await;
+            assert_eq!(again, StatusCode::TOO_MANY_REQUESTS, "{spoofed:?}");
+        }
+        let mapped = status(&layer, via_proxy(b"", "::ffff:198.51.100.1")).await;
+        assert_eq!(mapped, StatusCode::TOO_MANY_REQUESTS);
+        // An honest client behind the same proxy has a budget of its own.
+        assert_eq!(
+            status(&layer, via_proxy(b"", "198.51.100.2")).await,
+            StatusCode::OK
+        );
+
+        let direct = RateLimitLayer::per_second(rate(1));
+        let first = status(&direct, from_peer("[2001:db8:1:2::1]:1000")).await;
+        assert_eq!(first, StatusCode::OK);
+        for neighbour in ["[2001:db8:1:2::2]:1000", "[2001:db8:1:2:ffff::9]:1"] {
+            let again = status(&direct, from_peer(neighbour)).await;
+            assert_eq!(again, StatusCode::TOO_MANY_REQUESTS, "{neighbour}");
+        }
+        let other_network = status(&direct, from_peer("[2001:db8:1:3::1]:1000")).await;
+        assert_eq!(other_network, StatusCode::OK);
+        assert_eq!(
+            status(&direct, from_peer("192.0.2.1:1")).await,
+            StatusCode::OK
+        );
+        let mapped = status(&direct, from_peer("[::ffff:192.0.2.1]:2")).await;
+        assert_eq!(mapped, StatusCode::TOO_MANY_REQUESTS);
     }
 
     #[tokio::test]
