@@ -61,9 +61,12 @@ impl ClientHandler for FirstMessage {
 
 fn config() -> ClientConfig {
     // The suite counts every frame: no keep-alive pings of our own.
+    // It offers permessage-deflate, for the 12.* and 13.* cases, and compresses every
+    // message: those cases cannot read an uncompressed one on a compressed connection.
     ClientConfig::default()
         .with_keepalive(None, Duration::from_secs(1))
         .with_max_queued_bytes(64 << 20)
+        .with_compression(estuary::DeflateConfig::default().with_threshold(0))
 }
 
 async fn connect<H: estuary::client::ClientHandler>(

@@ -660,6 +660,30 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
             "config: idle_timout: unknown key `idle_timout`",
         ),
         (
+            "[compression]\nlevel = 10",
+            "config: compression.level: 10 is not a zlib level",
+        ),
+        (
+            "[compression]\nwindow_bits = 7",
+            "config: compression.window_bits: 7 is not a window size",
+        ),
+        (
+            "[compression]\nwindow_bits = 16",
+            "config: compression.window_bits: 16 is not a window size",
+        ),
+        (
+            "[compression]\nmode = \"dedicated\"",
+            "config: compression.mode: unknown variant `dedicated`",
+        ),
+        (
+            "[compression]\nthreshold = -1",
+            "config: compression.threshold: invalid value",
+        ),
+        (
+            "[compression]\nenable = true",
+            "config: compression.enable: unknown key `enable`",
+        ),
+        (
             "[rate_limit]\nper_second = 5\nburts = 5",
             "config: rate_limit.burts: unknown key `burts`",
         ),

@@ -73,8 +73,9 @@ impl App {
     /// behind the same layers), the chat on `chat_path` and `/`.
     pub fn build<H: Handler + Sync>(config: &Config, echo: H, shared: Shared) -> App {
         let websocket = WebSocketLayers::new(config);
-        let engine = WebSocketConfig::default()
+        let mut engine = WebSocketConfig::default()
             .with_keepalive(config.keepalive_interval, config.keepalive_timeout);
+        engine.compression = config.compression.deflate();
         let chat = WebSocketService::new(Chat::default())
             .with_hub(shared.hub.clone())
             .with_config(engine.clone());

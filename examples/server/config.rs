@@ -89,6 +89,8 @@ pub struct Config {
     pub redis: Option<Redis>,
     /// Serve https:// and wss:// with this certificate.
     pub tls: Option<Tls>,
+    /// permessage-deflate for clients that offer it.
+    pub compression: Compression,
 }
 
 impl Default for Config {
@@ -119,8 +121,71 @@ impl Default for Config {
             ipv6_prefix: estuary::middleware::key::DEFAULT_IPV6_PREFIX,
             redis: None,
             tls: None,
+            compression: Compression::default(),
         }
     }
+}
+
+/// `[compression]`: permessage-deflate (RFC 7692), for clients that offer it (every
+/// browser does).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compression {
+    /// Accept it at all.
+    pub enabled: bool,
+    /// How compression state is kept between messages.
+    pub mode: CompressionMode,
+    /// Messages shorter than this many bytes go uncompressed.
+    pub threshold: usize,
+    /// The zlib level, 0 to 9.
+    #[serde(deserialize_with = "level")]
+    pub level: u32,
+    /// The largest LZ77 window, 8 to 15 bits.
+    #[serde(deserialize_with = "window_bits")]
+    pub window_bits: u8,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        let library = estuary::DeflateConfig::default();
+        Self {
+            enabled: true,
+            mode: CompressionMode::Shared,
+            threshold: library.threshold,
+            level: library.level,
+            window_bits: library.window_bits,
+        }
+    }
+}
+
+impl Compression {
+    /// The library's settings, when compression is on.
+    pub fn deflate(&self) -> Option<estuary::DeflateConfig> {
+        let mode = match self.mode {
+            CompressionMode::Shared => estuary::DeflateMode::Shared,
+            CompressionMode::PerConnection => estuary::DeflateMode::PerConnection,
+        };
+        self.enabled.then(|| {
+            estuary::DeflateConfig::default()
+                .with_mode(mode)
+                .with_threshold(self.threshold)
+                .with_level(self.level)
+                .with_window_bits(self.window_bits)
+        })
+    }
+}
+
+/// `compression.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressionMode {
+    /// No context takeover: no zlib state per idle connection; a broadcast is
+    /// compressed once.
+    #[default]
+    Shared,
+    /// Context takeover: better ratios for small, similar messages, at about 300 KB per
+    /// connection.
+    PerConnection,
 }
 
 /// `[tls]`: a PEM certificate chain and private key; the server then speaks only TLS.
@@ -464,6 +529,28 @@ fn ipv6_prefix<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Erro
         .filter(|&bits| bits <= 128)
         .ok_or_else(|| {
             de::Error::custom(format!("{bits} is not a prefix length: expected 0 to 128"))
+        })
+}
+
+fn level<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let level = u32::deserialize(deserializer)?;
+    if level > 9 {
+        return Err(de::Error::custom(format!(
+            "{level} is not a zlib level: use 0 (store) to 9 (smallest)"
+        )));
+    }
+    Ok(level)
+}
+
+fn window_bits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    let bits = u32::deserialize(deserializer)?;
+    u8::try_from(bits)
+        .ok()
+        .filter(|bits| (8..=15).contains(bits))
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "{bits} is not a window size: use 8 (256 bytes) to 15 (32 KiB)"
+            ))
         })
 }
 

@@ -211,8 +211,7 @@ thread_local! {
 }
 
 /// Compresses `payload` as one message, with a compressor of `setting` that starts
-/// afresh (borrowed from this thread's pool); `None` when that would not make it
-/// smaller.
+/// afresh (borrowed from this thread's pool).
 pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> {
     let pooled = COMPRESSORS.with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -220,7 +219,7 @@ pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> 
         Some(pool.swap_remove(at).1)
     });
     let mut compressor = pooled.unwrap_or_else(|| setting.compressor());
-    let compressed = deflate(&mut compressor, payload, Some(payload.len()));
+    let compressed = deflate(&mut compressor, payload);
     compressor.reset();
     COMPRESSORS.with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -228,18 +227,52 @@ pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> 
             pool.push((setting, compressor));
         }
     });
-    compressed
-        .filter(|c| c.len() < payload.len())
-        .map(BytesMut::freeze)
+    compressed.map(BytesMut::freeze)
 }
 
-/// Runs `payload` through `compressor` with a sync flush, and strips the flush's tail;
-/// gives up (`None`) once the output passes `give_up_past` bytes.
-fn deflate(
-    compressor: &mut Compress,
-    payload: &[u8],
-    give_up_past: Option<usize>,
-) -> Option<BytesMut> {
+/// Runs `payload` through `compressor` with a sync flush, and strips the flush's tail.
+///
+/// A message at or over the threshold goes compressed even when that does not shrink
+/// it: some peers (the Autobahn suite's among them) expect every message of a
+/// compressed connection to come compressed. When the compressor's output is larger
+/// than the message (data that does not compress: level 1's fixed codes grow it by
+/// about 6%), the message goes as stored deflate blocks instead, 5 bytes more per
+/// 64 KiB. That is valid with context takeover too: the peer's window takes in the same
+/// bytes either way.
+fn deflate(compressor: &mut Compress, payload: &[u8]) -> Option<BytesMut> {
+    let compressed = deflate_with(compressor, payload)?;
+    if compressed.len() > stored_len(payload.len()) {
+        return Some(stored(payload));
+    }
+    Some(compressed)
+}
+
+/// The most bytes a stored block holds.
+const STORED_BLOCK: usize = 65_535;
+
+/// The size of `len` bytes as stored deflate blocks, sync flush included.
+fn stored_len(len: usize) -> usize {
+    len + 5 * len.div_ceil(STORED_BLOCK) + 1
+}
+
+/// `payload` as stored (uncompressed) deflate blocks, none of them final: each a header
+/// byte (BFINAL 0, BTYPE 00), its length and the length's complement, then the bytes.
+/// Last, the header byte of the sync flush's empty stored block, whose length and
+/// complement (`00 00 ff ff`) the sender strips and the receiver puts back.
+fn stored(payload: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(stored_len(payload.len()));
+    for block in payload.chunks(STORED_BLOCK) {
+        let len = block.len() as u16;
+        out.put_u8(0);
+        out.put_u16_le(len);
+        out.put_u16_le(!len);
+        out.put_slice(block);
+    }
+    out.put_u8(0);
+    out
+}
+
+fn deflate_with(compressor: &mut Compress, payload: &[u8]) -> Option<BytesMut> {
     let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
     let mut consumed = 0;
     loop {
@@ -261,9 +294,6 @@ fn deflate(
         // room it had (zlib's rule for calling again).
         if consumed == payload.len() && written < room {
             break;
-        }
-        if give_up_past.is_some_and(|limit| out.len() > limit) {
-            return None;
         }
     }
     if out.ends_with(&SYNC_TAIL) {
@@ -292,9 +322,7 @@ impl Deflater {
         };
         let setting = self.setting;
         let compressor = context.get_or_insert_with(|| setting.compressor());
-        // The window now holds the message, and the peer's must too: it goes compressed
-        // even when that did not make it smaller.
-        deflate(compressor, payload, None).map(BytesMut::freeze)
+        deflate(compressor, payload).map(BytesMut::freeze)
     }
 
     /// The setting whose compressed bytes this connection sends as they are (no context

@@ -68,17 +68,13 @@ fn messages_round_trip_at_every_window_size_and_level() {
         for level in [0, 1, 6, 9] {
             let mut agreed = negotiated(DeflateMode::Shared, bits);
             agreed.level = level;
-            let compressed = agreed.deflater().compress(&message);
-            if level == 0 {
-                // Stored blocks never shrink a message: it goes plain.
-                assert_eq!(compressed, None);
-                continue;
+            let compressed = agreed.deflater().compress(&message).expect("it compresses");
+            if level > 0 {
+                assert!(
+                    compressed.len() < message.len() / 3,
+                    "bits {bits} level {level}"
+                );
             }
-            let compressed = compressed.expect("JSON compresses");
-            assert!(
-                compressed.len() < message.len() / 3,
-                "bits {bits} level {level}"
-            );
             assert!(
                 !compressed.ends_with(&SYNC_TAIL),
                 "the flush tail is stripped"
@@ -90,12 +86,24 @@ fn messages_round_trip_at_every_window_size_and_level() {
 }
 
 #[test]
-fn small_and_incompressible_messages_go_plain() {
+fn messages_under_the_threshold_go_plain_and_the_rest_compressed() {
     let agreed = negotiated(DeflateMode::Shared, 15);
     let mut deflater = agreed.deflater();
     assert_eq!(deflater.compress(b"short"), None, "under the threshold");
-    assert_eq!(deflater.compress(&noise(4096)), None, "would not shrink");
     assert!(deflater.compress(&json(10)).is_some());
+    // Data that does not compress still goes compressed: as stored blocks, 5 bytes
+    // larger per 64 KiB, and 1 for the end of the message.
+    for len in [300, 40_000, 65_535, 65_536, 200_000] {
+        let noise = noise(len);
+        let compressed = deflater.compress(&noise).unwrap();
+        assert_eq!(
+            compressed.len(),
+            len + 5 * len.div_ceil(65_535) + 1,
+            "{len}"
+        );
+        let inflated = inflate_all(&mut agreed.inflater(), &compressed, 1 << 20).unwrap();
+        assert_eq!(inflated, noise);
+    }
 }
 
 #[test]
@@ -111,6 +119,22 @@ fn input_fed_in_pieces_inflates_to_the_same_message() {
         }
         inflater.finish(&mut out, 1 << 20).unwrap();
         assert_eq!(out.as_ref(), &message[..], "pieces of {piece}");
+    }
+}
+
+#[test]
+fn stored_blocks_keep_a_context_takeover_stream_in_step() {
+    // A compressible message, one that goes stored, and the first again: with context
+    // takeover the third refers back across the stored one.
+    let agreed = negotiated(DeflateMode::PerConnection, 15);
+    let mut deflater = agreed.deflater();
+    let mut inflater = agreed.inflater();
+    let line = json(3);
+    let noise = noise(5_000);
+    for (i, message) in [&line, &noise, &line, &noise].into_iter().enumerate() {
+        let compressed = deflater.compress(message).unwrap();
+        let inflated = inflate_all(&mut inflater, &compressed, 1 << 20);
+        assert_eq!(inflated.as_ref(), Ok(message), "message {i}");
     }
 }
 
