@@ -11,6 +11,7 @@ pub mod peers;
 #[cfg(feature = "tls")]
 pub mod pki;
 pub mod proc;
+pub mod python;
 pub mod scrape;
 
 use std::future::Future;
@@ -357,9 +358,15 @@ impl RawFrame {
 impl RawWs {
     /// Connects and completes the handshake on `path`.
     pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        Self::connect_with(addr, path, "").await.0
+    }
+
+    /// Connects with `extra` header lines (each ending in \r\n) in the handshake; the
+    /// socket and the 101 response's head.
+    pub async fn connect_with(addr: SocketAddr, path: &str, extra: &str) -> (RawWs, String) {
         let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
         stream
-            .write_all(handshake_request(path, "").as_bytes())
+            .write_all(handshake_request(path, extra).as_bytes())
             .await
             .unwrap();
         let mut buf = Vec::new();
@@ -378,10 +385,12 @@ impl RawWs {
             "{}",
             String::from_utf8_lossy(&buf)
         );
-        RawWs {
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let ws = RawWs {
             stream,
             buf: buf[end..].to_vec(),
-        }
+        };
+        (ws, head)
     }
 
     /// Sends a masked frame.
