@@ -288,12 +288,10 @@ impl<S: Io> Engine<S> {
         self.queue.release_if_empty();
     }
 
-    /// Moves what the handler sent, and what compression did, into the traffic counts.
+    /// Moves what the handler sent, and what compression did both ways, into the traffic
+    /// counts.
     fn collect_traffic(&mut self, conn: &mut Conn) {
-        self.traffic.messages_out += conn.take_sent();
-        let (plain, compressed) = conn.writer().take_deflated();
-        self.traffic.deflated.0 += plain;
-        self.traffic.deflated.1 += compressed;
+        count_sent(&mut self.traffic, conn);
         let (compressed, plain) = self.reader.take_inflated();
         self.traffic.inflated.0 += compressed;
         self.traffic.inflated.1 += plain;
@@ -370,8 +368,8 @@ impl<S: Io> Engine<S> {
             if self.queue.is_doomed() {
                 return Poll::Ready(Wake::Queued(Outbound::Close(CloseReason::SlowConsumer)));
             }
+            let mut drained = false;
             if let Some(mut queued) = queued {
-                let mut drained = false;
                 while conn.writer().len() < HIGH_WATER {
                     match queued.pop() {
                         Some(Outbound::Frame(frame)) => {
@@ -383,10 +381,12 @@ impl<S: Io> Engine<S> {
                         None => break,
                     }
                 }
-                drop(queued);
-                // Frames from the queue come with no event of their own: report them here
-                // when due, or have the timer bring the report, rather than a wake-up.
-                if drained && !self.traffic.report_if_due(Instant::now()) {
+            }
+            // Frames from the queue come with no event of their own: report them here when
+            // due, or have the timer bring the report, rather than a wake-up.
+            if drained {
+                count_sent(&mut self.traffic, conn);
+                if !self.traffic.report_if_due(Instant::now()) {
                     if let Some(due) = self.traffic.due().filter(|due| *due < sleep.deadline()) {
                         sleep.as_mut().reset(due);
                     }
@@ -414,6 +414,14 @@ impl<S: Io> Engine<S> {
         }
         Poll::Pending
     }
+}
+
+/// Moves what the handler sent, and what compressing it did, into the traffic counts.
+fn count_sent(traffic: &mut Traffic, conn: &mut Conn) {
+    traffic.messages_out += conn.take_sent();
+    let (plain, compressed) = conn.writer().take_deflated();
+    traffic.deflated.0 += plain;
+    traffic.deflated.1 += compressed;
 }
 
 fn panicked(callback: &'static str) {

@@ -251,6 +251,7 @@ fn answer(config: &DeflateConfig, offer: Params) -> Negotiated {
 /// in [`DeflateMode::Shared`] it asks for no context takeover either way, so that
 /// neither side keeps a window between messages; below 15 window bits it asks the
 /// server for that window too.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 pub(crate) fn offer(config: &DeflateConfig) -> String {
     let mut offer = String::from(NAME);
     if config.mode == DeflateMode::Shared {
@@ -266,6 +267,7 @@ pub(crate) fn offer(config: &DeflateConfig) -> String {
 /// The client's side: checks the server's answer to [`offer`]. `Ok(None)`: the server
 /// declined (no extension in its answer). An error says what the server answered that
 /// the client did not offer, and fails the connection (RFC 6455 4.1, RFC 7692 5).
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 pub(crate) fn confirm<'a>(
     config: &DeflateConfig,
     answers: impl IntoIterator<Item = &'a str>,
