@@ -29,7 +29,7 @@ impl Handler for Node {
             .query_param("channel")
             .map(|c| c.into_owned())
         {
-            conn.join(&channel);
+            conn.join(&channel).await.unwrap();
         }
         let _ = conn.send("ready");
     }
@@ -102,7 +102,7 @@ async fn deliveries_cross_nodes_exactly_once_and_in_order() {
     members_everywhere(&hub_a, "room", 2).await;
 
     for i in 0..500 {
-        hub_a.send(Target::channel("room"), format!("{i}"));
+        hub_a.send(Target::channel("room"), format!("{i}")).unwrap();
     }
     for i in 0..500 {
         assert_eq!(next_text(&mut on_a).await, i.to_string(), "local, in order");
@@ -116,9 +116,9 @@ async fn deliveries_cross_nodes_exactly_once_and_in_order() {
     quiet(&mut on_b).await;
 
     // Each other target, from the node that does not hold the session.
-    hub_a.send(Target::user("bob"), "to bob");
+    hub_a.send(Target::user("bob"), "to bob").unwrap();
     assert_eq!(next_text(&mut on_b).await, "to bob");
-    hub_b.send(Target::user("alice"), "to alice");
+    hub_b.send(Target::user("alice"), "to alice").unwrap();
     assert_eq!(next_text(&mut on_a).await, "to alice");
     hub_b
         .send_event(Target::user("alice"), &serde_json::json!({"ping": 1}))
@@ -170,7 +170,9 @@ async fn a_redis_restart_loses_no_local_delivery_and_cross_node_delivery_resumes
 
     redis.kill();
     for i in 0..100 {
-        hub_a.send(Target::channel("room"), format!("local {i}"));
+        hub_a
+            .send(Target::channel("room"), format!("local {i}"))
+            .unwrap();
     }
     for i in 0..100 {
         assert_eq!(next_text(&mut on_a).await, format!("local {i}"));
@@ -180,7 +182,9 @@ async fn a_redis_restart_loses_no_local_delivery_and_cross_node_delivery_resumes
     // Send markers until one crosses: the nodes reconnect on their own.
     let crossed = within("cross-node delivery resumes", async {
         for attempt in 0.. {
-            hub_a.send(Target::user("bob"), format!("marker {attempt}"));
+            hub_a
+                .send(Target::user("bob"), format!("marker {attempt}"))
+                .unwrap();
             if let Ok(Some(Ok(WsMessage::Text(text)))) =
                 tokio::time::timeout(Duration::from_millis(200), on_b.next()).await
             {

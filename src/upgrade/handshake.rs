@@ -41,6 +41,8 @@ pub enum HandshakeError {
     NotUpgradable,
     /// The server is shutting down (503).
     ShuttingDown,
+    /// Another connection on this node has the session id the authenticator gave (409).
+    SessionIdInUse,
 }
 
 impl HandshakeError {
@@ -57,6 +59,7 @@ impl HandshakeError {
             | HandshakeError::UnsupportedVersion(_) => StatusCode::UPGRADE_REQUIRED,
             HandshakeError::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
             HandshakeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HandshakeError::SessionIdInUse => StatusCode::CONFLICT,
         }
     }
 
@@ -121,6 +124,9 @@ impl std::fmt::Display for HandshakeError {
                 "this connection cannot be upgraded: serve it with hyper's upgrades enabled",
             ),
             HandshakeError::ShuttingDown => f.write_str("server is shutting down"),
+            HandshakeError::SessionIdInUse => {
+                f.write_str("the session id is in use by another connection")
+            }
         }
     }
 }
