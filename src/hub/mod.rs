@@ -344,8 +344,9 @@ impl Hub {
     }
 
     /// The members of a channel on every node of the cluster; without a Redis backplane,
-    /// on this node.
+    /// on this node. A name longer than the hub allows is refused (no one can be in it).
     pub async fn members_everywhere(&self, channel: &str) -> Result<Vec<Member>, HubError> {
+        self.inner.limits.check_channel(channel)?;
         #[cfg(feature = "redis")]
         if let Some(backplane) = &self.inner.backplane {
             return backplane.members(self, channel).await;
