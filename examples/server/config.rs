@@ -222,6 +222,7 @@ pub struct ChannelRule {
 /// `[redis]`: the hub's backplane, so chat messages reach users on every node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // read only to refuse the table
 pub struct Redis {
     /// `redis://host:port/db` for one Redis, or a list of `redis://host:port` for the
     /// nodes of a Redis Cluster.
@@ -251,6 +252,7 @@ pub enum RedisUrl {
 
 /// `redis.routing`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 #[serde(rename_all = "lowercase")]
 pub enum RedisRouting {
     /// A node subscribes to what it has sessions for.
