@@ -182,16 +182,33 @@ impl Link {
     /// On one server that is one pipeline; on a cluster, one pipeline per slot, all at
     /// once. Fails if a connection failed or a reply did not come in time.
     pub(super) async fn exec(&mut self, commands: Vec<Keyed>) -> Result<Vec<Value>, RedisError> {
+        let (replies, error) = self.exec_each(commands).await;
+        match error {
+            Some(error) => Err(error),
+            None => Ok(replies.into_iter().map(Option::unwrap_or_default).collect()),
+        }
+    }
+
+    /// [`Link::exec`], for commands that stand alone: the replies that came (`None` where
+    /// a pipeline failed, on a cluster only that shard's), and the first failure.
+    pub(super) async fn exec_each(
+        &mut self,
+        commands: Vec<Keyed>,
+    ) -> (Vec<Option<Value>>, Option<RedisError>) {
         if commands.is_empty() {
-            return Ok(Vec::new());
+            return (Vec::new(), None);
         }
         match self {
             Link::Single(connection) => {
-                let mut pipe = Pipeline::with_capacity(commands.len());
+                let count = commands.len();
+                let mut pipe = Pipeline::with_capacity(count);
                 for keyed in commands {
                     pipe.add_command(keyed.cmd);
                 }
-                connection.req_packed_commands(&pipe, 0, pipe.len()).await
+                match connection.req_packed_commands(&pipe, 0, count).await {
+                    Ok(replies) => (replies.into_iter().map(Some).collect(), None),
+                    Err(e) => (vec![None; count], Some(e)),
+                }
             }
             Link::Cluster(connection) => {
                 let count = commands.len();
@@ -208,13 +225,21 @@ impl Link {
                         (positions, replies)
                     }
                 });
-                let mut out = vec![Value::Nil; count];
+                let mut out = vec![None; count];
+                let mut error = None;
                 for (positions, replies) in join_all(sent).await {
-                    for (at, reply) in positions.into_iter().zip(replies?) {
-                        out[at] = reply;
+                    match replies {
+                        Ok(replies) => {
+                            for (at, reply) in positions.into_iter().zip(replies) {
+                                out[at] = Some(reply);
+                            }
+                        }
+                        Err(e) => {
+                            error.get_or_insert(e);
+                        }
                     }
                 }
-                Ok(out)
+                (out, error)
             }
         }
     }

@@ -524,6 +524,7 @@ impl HubBuilder {
         let subscriber = subscriptions::connect(&shared, &inbound)
             .await
             .map_err(|e| HubError::redis(format!("subscribing on {shown}"), e))?;
+        subscriptions::connected(&shared);
         let publisher = outbox::connect(&shared)
             .await
             .map_err(|e| HubError::redis(format!("connecting to {shown}"), e))?;

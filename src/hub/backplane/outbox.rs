@@ -182,22 +182,23 @@ pub(super) async fn publish_loop(shared: Arc<Shared>, link: Link) {
                     Keyed::new(item.route, &mut cmd)
                 })
                 .collect();
-            match connected.exec(commands).await {
-                Ok(replies) => {
-                    let failed = replies
-                        .iter()
-                        .filter(|reply| matches!(reply, Value::ServerError(_)))
-                        .count() as u64;
-                    Counters::add(&shared.counters.published, count - failed);
-                    Counters::add(&shared.counters.dropped_failed, failed);
+            let (replies, error) = connected.exec_each(commands).await;
+            let published = replies
+                .iter()
+                .filter(
+                    |reply| matches!(reply, Some(reply) if !matches!(reply, Value::ServerError(_))),
+                )
+                .count() as u64;
+            Counters::add(&shared.counters.published, published);
+            Counters::add(&shared.counters.dropped_failed, count - published);
+            if let Some(e) = error {
+                if let Some(unlogged) = failures.ready() {
+                    tracing::warn!(error = %e, unlogged, redis = shared.connector.shown(), "publishing to redis failed; reconnecting");
                 }
-                Err(e) => {
-                    Counters::add(&shared.counters.dropped_failed, count);
-                    if let Some(unlogged) = failures.ready() {
-                        tracing::warn!(error = %e, unlogged, redis = shared.connector.shown(), "publishing to redis failed; reconnecting");
-                    }
-                    // Nothing more goes into a connection whose last batch did not come
-                    // back: Redis may be stalled, and would run it late.
+                // Nothing more goes into a connection whose last batch did not come back:
+                // Redis may be stalled, and would run it late. A cluster connection
+                // reconnects each shard by itself, and keeps the shards that answered.
+                if !shared.connector.is_cluster() {
                     link = None;
                 }
             }

@@ -204,6 +204,17 @@ pub(super) async fn connect(shared: &Shared, inbound: &Arc<Inbound>) -> Result<L
     Ok(link)
 }
 
+/// Marks the first connection's subscriptions (none, or broadcast routing's one) active,
+/// before the hub is handed out: a join made at once waits for its own subscription
+/// rather than finding the subscriber "cut off".
+pub(super) fn connected(shared: &Shared) {
+    let active = match shared.routing {
+        Routing::Broadcast => HashSet::from([Arc::from(shared.keys.broadcast())]),
+        Routing::Interest => HashSet::new(),
+    };
+    shared.interest.set_connected(active, &shared.counters);
+}
+
 /// Keeps the subscriptions in step with the registry until the hub is dropped,
 /// reconnecting (and subscribing to everything again) whenever the connection is lost.
 pub(super) async fn subscribe_loop(
@@ -233,15 +244,14 @@ pub(super) async fn subscribe_loop(
                 }
             },
         };
-        let result = match resubscribe(&hub, &shared, &mut connected).await {
+        // The first connection was made with the hub, which marked it connected; the
+        // changes noted since are pending, and `follow` applies them.
+        let subscribed = match std::mem::take(&mut first) {
+            true => Ok(()),
+            false => resubscribe(&hub, &shared, &mut connected).await,
+        };
+        let result = match subscribed {
             Ok(()) => {
-                if !first {
-                    tracing::info!(
-                        redis = shared.connector.shown(),
-                        "subscribed on redis again; deliveries from other nodes resume"
-                    );
-                }
-                first = false;
                 backoff.reset();
                 follow(&hub, &shared, &inbound, &mut connected).await
             }
@@ -289,6 +299,10 @@ async fn resubscribe(
     shared
         .interest
         .set_connected(routes.into_iter().collect(), &shared.counters);
+    tracing::info!(
+        redis = shared.connector.shown(),
+        "subscribed on redis again; deliveries from other nodes resume"
+    );
     Ok(())
 }
 
