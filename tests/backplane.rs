@@ -18,6 +18,13 @@ use common::within;
 use estuary::{Hub, HubLimits, RedisConfig, Routing, Target};
 use redis_server::RedisServer;
 
+/// Two nodes' hubs on `redis`, with the defaults.
+async fn two_hubs(redis: &RedisServer) -> (Hub, Hub) {
+    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
+    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    (hub_a, hub_b)
+}
+
 async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
         .unwrap()
@@ -29,8 +36,7 @@ async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnect
 #[tokio::test]
 async fn deliveries_cross_nodes_exactly_once_and_in_order() {
     let redis = RedisServer::start();
-    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
-    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    let (hub_a, hub_b) = two_hubs(&redis).await;
     let (node_a, node_b) = (node(&hub_a).await, node(&hub_b).await);
     let mut on_a = member(&node_a, "alice", "room").await;
     let mut on_b = member(&node_b, "bob", "room").await;
@@ -127,8 +133,7 @@ async fn a_node_hears_only_the_routes_its_sessions_need_and_broadcast_hears_ever
 #[tokio::test]
 async fn a_message_sent_after_a_join_returned_reaches_the_member() {
     let redis = RedisServer::start();
-    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
-    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    let (hub_a, hub_b) = two_hubs(&redis).await;
     let node_b = node(&hub_b).await;
     let mut bob = member(&node_b, "bob", "").await;
     for round in 0..100 {
@@ -163,8 +168,7 @@ async fn a_message_sent_after_a_join_returned_reaches_the_member() {
 #[tokio::test]
 async fn presence_lists_members_of_every_node_and_forgets_closed_ones() {
     let redis = RedisServer::start();
-    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
-    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    let (hub_a, hub_b) = two_hubs(&redis).await;
     let (node_a, node_b) = (node(&hub_a).await, node(&hub_b).await);
     let _alice = member(&node_a, "alice", "lobby").await;
     let bob = member(&node_b, "bob", "lobby").await;
@@ -192,8 +196,7 @@ async fn presence_lists_members_of_every_node_and_forgets_closed_ones() {
 #[tokio::test]
 async fn joins_from_plain_code_update_presence_and_routing_on_every_node() {
     let redis = RedisServer::start();
-    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
-    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    let (hub_a, hub_b) = two_hubs(&redis).await;
     let node_a = node(&hub_a).await;
     let mut alice = member(&node_a, "alice", "").await;
     // As a REST route would: no `Conn` in sight.
@@ -213,8 +216,7 @@ async fn joins_from_plain_code_update_presence_and_routing_on_every_node() {
 #[tokio::test]
 async fn a_chosen_session_id_on_another_node_gets_nothing_meant_for_its_owner() {
     let redis = RedisServer::start();
-    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
-    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    let (hub_a, hub_b) = two_hubs(&redis).await;
     let (node_a, node_b) = (node(&hub_a).await, node(&hub_b).await);
     let mut alice = common::connect(&node_a.url("/?user=alice&session=tab-1&channel=c")).await;
     assert_eq!(next_text(&mut alice).await, "ready");
@@ -275,8 +277,7 @@ async fn a_long_target_crosses_nodes_whole_and_a_longer_one_is_refused_at_send()
 #[tokio::test]
 async fn a_redis_restart_loses_no_local_delivery_and_cross_node_delivery_resumes() {
     let mut redis = RedisServer::start();
-    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
-    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    let (hub_a, hub_b) = two_hubs(&redis).await;
     let (node_a, node_b) = (node(&hub_a).await, node(&hub_b).await);
     let mut on_a = member(&node_a, "alice", "room").await;
     let mut on_b = member(&node_b, "bob", "room").await;
@@ -313,8 +314,7 @@ async fn a_redis_restart_loses_no_local_delivery_and_cross_node_delivery_resumes
 async fn presence_heals_after_failed_writes() {
     let redis = RedisServer::start();
     let mut raw = redis_connection(&redis).await;
-    let hub_a = Hub::with_redis(&redis.url()).await.unwrap();
-    let hub_b = Hub::with_redis(&redis.url()).await.unwrap();
+    let (hub_a, hub_b) = two_hubs(&redis).await;
     // Lists what Redis holds: it has no members of its own.
     let observer = Hub::with_redis(&redis.url()).await.unwrap();
     let (node_a, node_b) = (node(&hub_a).await, node(&hub_b).await);

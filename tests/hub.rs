@@ -6,18 +6,17 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, serve, within, Client, TestServer};
-use estuary::middleware::Identity;
 use estuary::{
     Caller, Conn, Event, Handler, Hub, HubError, HubLimits, HubPolicy, Member, Message, Refused,
     Target, WebSocketConfig, WebSocketService,
 };
 use futures_util::{SinkExt, StreamExt};
-use http::Request;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tower::ServiceBuilder;
 
-/// Greets with its session id; "join:x", "leave:x", "name:x" act on the hub; events come
-/// back to the client as "event:<json>".
+/// Greets with its session id; "join:x", "leave:x", "name:x" act on the hub and answer
+/// how it went, "say:c:text" sends text to channel c as this connection (answering only a
+/// refusal); events come back to the client as "event:<json>".
 #[derive(Clone)]
 struct Member_;
 
@@ -63,23 +62,7 @@ async fn hub_server(hub: &Hub, config: WebSocketConfig) -> TestServer {
         .with_hub(hub.clone())
         .with_config(config);
     let service = ServiceBuilder::new()
-        .map_request(|mut request: Request<hyper::body::Incoming>| {
-            let query = request.uri().query().unwrap_or_default().to_owned();
-            let param = |name: &str| {
-                query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                    .map(str::to_owned)
-            };
-            if let Some(user) = param("user") {
-                let identity = match param("session") {
-                    Some(session) => Identity::new(user).with_session_id(session),
-                    None => Identity::new(user),
-                };
-                request.extensions_mut().insert(identity);
-            }
-            request
-        })
+        .map_request(common::nodes::identity_from_query)
         .service(ws);
     serve(service).await
 }
@@ -91,18 +74,16 @@ struct Peer {
 
 impl Peer {
     async fn connect(server: &TestServer, user: &str) -> Peer {
-        let mut client = connect(&server.url(&format!("/?user={user}"))).await;
-        let greeting = text(&mut client).await;
-        let session = greeting
-            .strip_prefix("session:")
-            .expect("greeting")
-            .to_string();
-        Peer { client, session }
+        Self::connect_to(server, &format!("/?user={user}")).await
     }
 
     /// Connects with a session id of the client's choosing.
     async fn connect_as(server: &TestServer, user: &str, session: &str) -> Peer {
-        let mut client = connect(&server.url(&format!("/?user={user}&session={session}"))).await;
+        Self::connect_to(server, &format!("/?user={user}&session={session}")).await
+    }
+
+    async fn connect_to(server: &TestServer, path: &str) -> Peer {
+        let mut client = connect(&server.url(path)).await;
         let greeting = text(&mut client).await;
         let session = greeting
             .strip_prefix("session:")

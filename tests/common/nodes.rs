@@ -63,25 +63,29 @@ impl Handler for Node {
 pub async fn node(hub: &Hub) -> TestServer {
     let ws = WebSocketService::new(Node).with_hub(hub.clone());
     let service = ServiceBuilder::new()
-        .map_request(|mut request: Request<hyper::body::Incoming>| {
-            let query = request.uri().query().unwrap_or_default().to_owned();
-            let param = |name: &str| {
-                query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                    .map(str::to_owned)
-            };
-            if let Some(user) = param("user") {
-                let identity = match param("session") {
-                    Some(session) => Identity::new(user).with_session_id(session),
-                    None => Identity::new(user),
-                };
-                request.extensions_mut().insert(identity);
-            }
-            request
-        })
+        .map_request(identity_from_query)
         .service(ws);
     serve(service).await
+}
+
+/// Puts an [`Identity`] in the request for `?user=`, with the session id of `&session=`
+/// when there is one.
+pub fn identity_from_query<B>(mut request: Request<B>) -> Request<B> {
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_owned)
+    };
+    if let Some(user) = param("user") {
+        let identity = match param("session") {
+            Some(session) => Identity::new(user).with_session_id(session),
+            None => Identity::new(user),
+        };
+        request.extensions_mut().insert(identity);
+    }
+    request
 }
 
 /// A client of `server` as `user`, in `channel` (none if empty) once it said "ready".

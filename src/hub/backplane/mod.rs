@@ -330,6 +330,35 @@ impl Backoff {
     }
 }
 
+/// Connects with `connect` until it works, with backoff, logging failures at most every
+/// 10 s with what waits meanwhile (`waiting`); `None` once the hub is dropped.
+async fn reconnect<F, Fut>(
+    shared: &Shared,
+    backoff: &mut Backoff,
+    failures: &mut Throttle,
+    waiting: &str,
+    mut connect: F,
+) -> Option<link::Link>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<link::Link, redis::RedisError>>,
+{
+    loop {
+        match connect().await {
+            Ok(link) => return Some(link),
+            Err(e) => {
+                if let Some(unlogged) = failures.ready() {
+                    tracing::warn!(error = %e, unlogged, redis = shared.connector.shown(), "cannot connect to redis; {waiting}");
+                }
+                backoff.wait(&shared.cancel).await;
+                if shared.cancel.is_cancelled() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Logs a repeated failure at most once per `every`, saying how many were not logged.
 #[derive(Debug)]
 struct Throttle {

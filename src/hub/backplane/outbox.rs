@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::link::{Keyed, Link};
-use super::{Backoff, Counters, Routing, Shared, Throttle};
+use super::{reconnect, Backoff, Counters, Routing, Shared, Throttle};
 
 /// What one queued delivery costs beside its bytes (the entry, the route's allocation).
 const ENTRY_OVERHEAD: usize = 64;
@@ -148,26 +148,19 @@ pub(super) async fn publish_loop(shared: Arc<Shared>, link: Link) {
         loop {
             let connected = match &mut link {
                 Some(connected) => connected,
-                None => match connect(&shared).await {
-                    Ok(connected) => {
-                        tracing::info!(
-                            redis = shared.connector.shown(),
-                            "publishing to redis again"
-                        );
-                        backoff.reset();
-                        link.insert(connected)
-                    }
-                    Err(e) => {
-                        if let Some(unlogged) = failures.ready() {
-                            tracing::warn!(error = %e, unlogged, redis = shared.connector.shown(), "cannot connect to redis to publish; cross-node deliveries wait for the deadline");
-                        }
-                        backoff.wait(&shared.cancel).await;
-                        if shared.cancel.is_cancelled() {
-                            return;
-                        }
-                        continue;
-                    }
-                },
+                None => {
+                    let waiting = "cross-node deliveries wait, within the deadline";
+                    let made = reconnect(&shared, &mut backoff, &mut failures, waiting, || {
+                        connect(&shared)
+                    });
+                    let Some(made) = made.await else { return };
+                    tracing::info!(
+                        redis = shared.connector.shown(),
+                        "publishing to redis again"
+                    );
+                    backoff.reset();
+                    link.insert(made)
+                }
             };
             let batch = shared.outbox.take(&shared.counters);
             if batch.is_empty() {

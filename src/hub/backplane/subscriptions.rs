@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify};
 use super::super::{Hub, HubInner};
 use super::envelope;
 use super::link::{Link, PushHandler};
-use super::{wall_clock_ms, Backoff, Counters, Routing, Shared, Throttle};
+use super::{reconnect, wall_clock_ms, Backoff, Counters, Routing, Shared, Throttle};
 
 /// How often the subscriber checks that Redis still answers, so that a connection that
 /// died without a word (a stalled server, a lost network) is replaced.
@@ -230,19 +230,16 @@ pub(super) async fn subscribe_loop(
     loop {
         let mut connected = match link.take() {
             Some(connected) => connected,
-            None => match connect(&shared, &inbound).await {
-                Ok(connected) => connected,
-                Err(e) => {
-                    if let Some(unlogged) = failures.ready() {
-                        tracing::warn!(error = %e, unlogged, redis = shared.connector.shown(), "cannot subscribe on redis; deliveries from other nodes wait");
-                    }
-                    backoff.wait(&shared.cancel).await;
-                    if shared.cancel.is_cancelled() {
-                        return;
-                    }
-                    continue;
+            None => {
+                let waiting = "deliveries from other nodes wait";
+                let made = reconnect(&shared, &mut backoff, &mut failures, waiting, || {
+                    connect(&shared, &inbound)
+                });
+                match made.await {
+                    Some(made) => made,
+                    None => return,
                 }
-            },
+            }
         };
         // The first connection was made with the hub, which marked it connected; the
         // changes noted since are pending, and `follow` applies them.
