@@ -78,16 +78,21 @@ async fn post_to_user(
     Path(user): Path<String>,
     body: String,
 ) -> (StatusCode, Json<Value>) {
-    let delivered = hub.send(Target::user(user.as_str()), body);
-    let status = if delivered == 0 {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::ACCEPTED
-    };
-    (
-        status,
-        Json(json!({ "user": user, "delivered": delivered })),
-    )
+    match hub.send(Target::user(user.as_str()), body) {
+        Ok(0) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "user": user, "delivered": 0 })),
+        ),
+        Ok(delivered) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "user": user, "delivered": delivered })),
+        ),
+        // A user id no session could have (longer than the hub allows).
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.to_string() })),
+        ),
+    }
 }
 
 /// Every WebSocket message back, signed with the name the token stands for.

@@ -43,7 +43,11 @@ pub use estuary_middleware as middleware;
 
 pub use engine::WebSocketConfig;
 pub use handler::{handler_fn, Conn, Handler, HandlerFn};
-pub use hub::{Hub, HubError, HubStats, Member, NameTaken, Target};
+#[cfg(feature = "redis")]
+pub use hub::{BackplaneStats, RedisConfig, Routing};
+pub use hub::{
+    Caller, Hub, HubBuilder, HubError, HubLimits, HubPolicy, HubStats, Member, Refused, Target,
+};
 pub use protocol::{
     close_code, CloseError, CloseReason, DeflateConfig, DeflateMode, Message, Prepared,
     ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,

@@ -10,7 +10,20 @@
 //! | `estuary_deflate_plain_bytes_total`, `estuary_deflate_compressed_bytes_total` | counter | `direction`: sent, received |
 //! | `estuary_closes_total` | counter | `code`, `reason` (normal, remote, idle, age, rate, too_big, slow_consumer, protocol, shutdown, panic, lost) |
 //! | `estuary_hub_deliveries_total` | counter | |
+//! | `estuary_backplane_published_total`, `estuary_backplane_received_total` | counter | |
+//! | `estuary_backplane_delivered_total`, `estuary_backplane_unneeded_total` | counter | |
+//! | `estuary_backplane_echoes_total`, `estuary_backplane_malformed_total` | counter | |
+//! | `estuary_backplane_dropped_total` | counter | `reason`: deadline, outbox_full, failed, late |
+//! | `estuary_backplane_presence_resyncs_total` | counter | |
+//! | `estuary_backplane_subscriptions` | gauge | |
 //! | `estuary_handler_panics_total` | counter | |
+//!
+//! The backplane's (feature `redis`, one set per node) count deliveries this node
+//! published, received from Redis (its own echoes included), delivered to a local session,
+//! received with no local recipient (routing waste: zero with interest routing), got back
+//! as its own echo, dropped (past the deadline in the outbox, outbox full, failed in Redis,
+//! or arrived late), and full presence rewrites; they are added once a second, as
+//! `Hub::backplane_stats` has them.
 //!
 //! Message and byte counts are kept per connection and added to these counters at most
 //! every second while it is busy (at once after a quiet spell, and when it closes), so a
@@ -152,6 +165,67 @@ pub(crate) fn hub_delivered(count: usize) {
     }
     #[cfg(not(feature = "metrics"))]
     let _ = count;
+}
+
+/// The backplane's counts since `before`, as the `estuary_backplane_*` metrics.
+#[cfg(feature = "redis")]
+pub(crate) fn backplane(before: &crate::hub::BackplaneStats, now: &crate::hub::BackplaneStats) {
+    #[cfg(feature = "metrics")]
+    {
+        let add = |name: &'static str, then: u64, now: u64| {
+            if now > then {
+                metrics::counter!(name).increment(now - then);
+            }
+        };
+        add(
+            "estuary_backplane_published_total",
+            before.published,
+            now.published,
+        );
+        add(
+            "estuary_backplane_received_total",
+            before.received,
+            now.received,
+        );
+        add(
+            "estuary_backplane_delivered_total",
+            before.delivered,
+            now.delivered,
+        );
+        add(
+            "estuary_backplane_unneeded_total",
+            before.unneeded,
+            now.unneeded,
+        );
+        add("estuary_backplane_echoes_total", before.echoes, now.echoes);
+        add(
+            "estuary_backplane_malformed_total",
+            before.malformed,
+            now.malformed,
+        );
+        add(
+            "estuary_backplane_presence_resyncs_total",
+            before.presence_resyncs,
+            now.presence_resyncs,
+        );
+        let dropped = |reason: &'static str, then: u64, now: u64| {
+            if now > then {
+                metrics::counter!("estuary_backplane_dropped_total", "reason" => reason)
+                    .increment(now - then);
+            }
+        };
+        dropped("deadline", before.dropped_deadline, now.dropped_deadline);
+        dropped(
+            "outbox_full",
+            before.dropped_outbox_full,
+            now.dropped_outbox_full,
+        );
+        dropped("failed", before.dropped_failed, now.dropped_failed);
+        dropped("late", before.stale, now.stale);
+        metrics::gauge!("estuary_backplane_subscriptions").set(now.subscriptions as f64);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (before, now);
 }
 
 pub(crate) fn handler_panicked() {

@@ -37,12 +37,14 @@ struct Member {
 
 impl Handler for Member {
     async fn on_open(&mut self, conn: &mut Conn) {
-        conn.join("room");
+        conn.join("room").await.unwrap();
         if conn.session().query_param("flood").is_some() {
-            conn.join("flood");
+            conn.join("flood").await.unwrap();
         }
         let name = format!("member-{}", conn.session().id());
-        conn.register_name(&name).expect("session ids are unique");
+        conn.register_name(&name)
+            .await
+            .expect("session ids are unique");
     }
 
     async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
@@ -124,7 +126,11 @@ async fn vanished_clients_are_found_within_the_keepalive_deadline_and_leave_noth
     let flood_hub = hub.clone();
     let flood = tokio::spawn(async move {
         let chunk = estuary::Prepared::new(Message::binary(vec![7u8; 16 << 10]));
-        while flood_hub.send_prepared(Target::channel("flood"), &chunk) > 0 {
+        while flood_hub
+            .send_prepared(Target::channel("flood"), &chunk)
+            .unwrap()
+            > 0
+        {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });

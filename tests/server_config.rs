@@ -750,12 +750,44 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
             "config: max_pending_handshakes: invalid value: integer `0`",
         ),
         (
-            "[redis]\nurl = \"http://127.0.0.1:6379\"",
+            "[redis]\nurl = \"http://user:hunter2@127.0.0.1:6379\"",
             if cfg!(feature = "redis") {
-                "config: redis.url: \"http://127.0.0.1:6379\" is not a redis:// URL"
+                "config: redis.url: expected a URL starting with redis://, rediss://, unix://, got scheme \"http\""
             } else {
                 "config: redis.url: this build has no Redis support"
             },
+        ),
+        (
+            "[redis]\nurl = []",
+            "config: redis.url: the list of cluster nodes is empty",
+        ),
+        (
+            "[redis]\nurl = 6379",
+            "config: redis.url: invalid type: integer `6379`, expected a redis:// URL, or a list",
+        ),
+        (
+            "[redis]\nurl = \"redis://h\"\nrouting = \"sideways\"",
+            "config: redis.routing: unknown variant `sideways`, expected `interest` or `broadcast`",
+        ),
+        (
+            "[redis]\nurl = \"redis://h\"\ndelivery_deadline = \"0s\"",
+            "config: redis.delivery_deadline: \"0s\" is zero",
+        ),
+        (
+            "[hub]\nmax_channels_per_connection = 0",
+            "config: hub.max_channels_per_connection: invalid value: integer `0`",
+        ),
+        (
+            "[hub]\nmax_channel_length = 70000",
+            "config: hub.max_channel_length: may be at most 65535 bytes",
+        ),
+        (
+            "[hub.channels.\"a*b\"]\njoin = [\"alice\"]",
+            "config: hub.channels.\"a*b\": a `*` may only end a pattern",
+        ),
+        (
+            "[hub.channels.lobby]\nspeak = [\"alice\"]",
+            "config: hub.channels.lobby.speak: unknown key `speak`, expected `join` or `say`",
         ),
     ];
     for (toml, expected) in cases {
@@ -914,6 +946,33 @@ async fn redis_url_joins_two_servers_into_one_chat() {
         Some(2),
         "{listed}"
     );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_redis_password_never_shows_in_errors_or_logs() {
+    let redis = redis_server::RedisServer::start_with(&["--requirepass", "hunter2"]);
+    let wrong = format!(
+        "[redis]\nurl = \"redis://:letmein@127.0.0.1:{}/\"",
+        redis.port
+    );
+    let stderr = startup_error(&wrong);
+    assert!(
+        stderr.contains(
+            "redis.url: cannot join the backplane: redis: connecting to redis://:***@127.0.0.1:"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("letmein"), "{stderr}");
+    let right = format!(
+        "[redis]\nurl = \"redis://:hunter2@127.0.0.1:{}/\"",
+        redis.port
+    );
+    let server = ExampleServer::start(&right, ANY_PORT);
+    let logs = server.logs();
+    assert!(logs.contains("hub joined the redis backplane"), "{logs}");
+    assert!(logs.contains("redis://:***@127.0.0.1:"), "{logs}");
+    assert!(!logs.contains("hunter2"), "{logs}");
 }
 
 #[tokio::test]

@@ -2,14 +2,17 @@
 //! side by side, in one run, driven by one load client.
 //!
 //! ```text
-//! cargo bench --bench load -- [--quick] [--rounds N]
-//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out]
+//! cargo bench --bench load --features redis -- [--quick] [--rounds N]
+//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing]
 //!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
 //!
 //! The scenarios: pipelined echo (messages per second), ping-pong (round-trip latency),
-//! idle memory per connection at 10,000 sockets, handshakes per second, and fan-out of one
-//! message to 10,000 subscribers. `estuary` is the example server with every layer on
+//! idle memory per connection at 10,000 sockets, handshakes per second, fan-out of one
+//! message to 10,000 subscribers, and across nodes on Redis (feature `redis`; they need
+//! `redis-server`): deliveries per second from one node to another with 1 ms added between
+//! the nodes and Redis, and a node's CPU per delivery with interest routing against
+//! broadcast. `estuary` is the example server with every layer on
 //! (`configs/full-stack.toml`), `estuary-bare` a bare `WebSocketService` on
 //! `estuary::Server`; the rest are baselines written the way their users write them.
 //!
@@ -31,6 +34,7 @@
 //! [`report`] gathers samples and prints them, [`chart`] draws them. A new scenario is a
 //! file in `scenarios/` and a [`scenarios::Scenario`] variant.
 
+mod backplane;
 mod baseline_axum;
 mod baseline_fastwebsockets;
 mod baseline_tungstenite;
@@ -38,6 +42,7 @@ mod chart;
 mod client;
 mod cpu;
 mod estuary_bare;
+mod estuary_node;
 mod frames;
 mod machine;
 mod memory;
@@ -86,7 +91,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out"
+        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing"
     )]
     scenarios: Vec<Scenario>,
 
@@ -111,6 +116,14 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
 
+    /// The Redis of `--serve estuary-node`.
+    #[arg(long, value_name = "URL", requires = "serve")]
+    redis: Option<String>,
+
+    /// `--serve estuary-node` with broadcast routing instead of interest routing.
+    #[arg(long, requires = "serve")]
+    broadcast: bool,
+
     /// Passed by `cargo bench`: run the benchmark. Without it (under `cargo test`), only
     /// smoke-test the client and the built-in servers.
     #[arg(long, hide = true)]
@@ -123,6 +136,13 @@ fn main() -> anyhow::Result<()> {
     let open_files = machine::raise_open_files_limit()?;
     if let Some(built_in) = args.serve {
         let bind = args.bind.context("--serve needs --bind ADDR")?;
+        if built_in == BuiltIn::EstuaryNode {
+            let redis = args
+                .redis
+                .as_deref()
+                .context("--serve estuary-node needs --redis URL")?;
+            return estuary_node::serve(bind, redis, args.broadcast);
+        }
         return built_in.serve(bind);
     }
     if !args.bench {
@@ -143,6 +163,18 @@ fn run_benchmark(args: &Args, open_files: u64) -> anyhow::Result<()> {
         bail!("no server left to measure: --servers and --scenarios have nothing in common");
     }
     let settings = Settings::new(args.quick, args.rounds, &args.rr_sizes)?;
+    let unbuilt: Vec<&str> = scenarios
+        .iter()
+        .filter(|scenario| scenario.needs_redis_feature())
+        .map(|scenario| scenario.name())
+        .collect();
+    if !unbuilt.is_empty() {
+        eprintln!(
+            "!! left out: {} (they need the redis feature: \
+             cargo bench --bench load --features redis)",
+            unbuilt.join(", ")
+        );
+    }
     check_open_files(&settings, &scenarios, open_files)?;
     let workspace = Workspace::discover();
     let machine = Machine::describe();

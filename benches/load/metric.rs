@@ -8,7 +8,8 @@ use crate::servers::ServerKind;
 pub enum Better {
     Higher,
     Lower,
-    /// Neither: the metric explains the others (CPU use), and gets no ratio.
+    /// Neither: the metric explains the others (CPU use), or compares within one server
+    /// (the cross-node scenarios' own baselines and ratios), and gets no ratio.
     Neither,
 }
 

@@ -469,7 +469,8 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
 
 /// A table row's label: the metric's, and the reference server when it is not the usual.
 fn row_label(metric: &Metric) -> String {
-    if metric.reference == REFERENCE {
+    // A metric without ratios names no reference.
+    if metric.reference == REFERENCE || metric.better == Better::Neither {
         metric.label.to_owned()
     } else {
         format!("{} (ratio to {})", metric.label, metric.reference.name())

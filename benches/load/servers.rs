@@ -119,6 +119,8 @@ pub enum BuiltIn {
     Fastwebsockets,
     Tungstenite,
     Axum,
+    /// A node on a Redis backplane, for the cross-node scenarios (`--redis URL`).
+    EstuaryNode,
 }
 
 impl BuiltIn {
@@ -129,6 +131,7 @@ impl BuiltIn {
             BuiltIn::Fastwebsockets => baseline_fastwebsockets::serve(addr),
             BuiltIn::Tungstenite => baseline_tungstenite::serve(addr),
             BuiltIn::Axum => baseline_axum::serve(addr),
+            BuiltIn::EstuaryNode => bail!("--serve estuary-node needs --redis URL"),
         }
     }
 
@@ -138,6 +141,7 @@ impl BuiltIn {
             BuiltIn::Fastwebsockets => "fastwebsockets",
             BuiltIn::Tungstenite => "tungstenite",
             BuiltIn::Axum => "axum",
+            BuiltIn::EstuaryNode => "estuary-node",
         }
     }
 }

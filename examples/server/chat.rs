@@ -14,12 +14,24 @@
 //! (`channel`, `from`, `text`), `whisper` (`from`, `text`), `members`, and `error` with a
 //! reason for anything it could not do. `/ws?join=lobby` joins a channel on connect, and
 //! `?name=` sets the display name of an anonymous user.
+//!
+//! What a connection may do is the hub's to bound and the [`ChatRules`]' to decide (the
+//! `[hub]` table of the config): how many channels, how long a name, who may join a
+//! channel and who may say something in it. A refusal is an `error` whose reason says
+//! which rule; no error repeats what the client sent.
 
-use estuary::{Conn, Handler, Member, Message, Target};
+use std::collections::BTreeMap;
+
+use estuary::{Caller, Conn, Handler, HubError, HubPolicy, Member, Message, Refused, Target};
 use serde::{Deserialize, Serialize};
+
+use crate::config::ChannelRule;
 
 /// The longest chat line, in characters.
 const MAX_TEXT: usize = 2000;
+
+/// The longest user id a whisper may go to, in bytes.
+const MAX_USER: usize = 256;
 
 /// One chat connection.
 #[derive(Clone, Default)]
@@ -78,6 +90,22 @@ impl Chat {
     fn error(conn: &mut Conn, reason: &str) {
         Self::reply(conn, &Event::Error { reason });
     }
+
+    /// Joins `channel` and says so, or says why not.
+    async fn join(conn: &mut Conn, channel: &str) {
+        match conn.join(channel).await {
+            Ok(_) => Self::reply(conn, &Event::Joined { channel }),
+            Err(e) => Self::error(conn, &format!("cannot join: {e}")),
+        }
+    }
+
+    /// Sends `event` to `to` as this connection, or says why not.
+    fn send_to(conn: &mut Conn, to: Target, event: &Event<'_>) {
+        let message = Message::json(event).expect("chat events serialize");
+        if let Err(e) = conn.send_to(to, message) {
+            Self::error(conn, &format!("cannot send: {e}"));
+        }
+    }
 }
 
 impl Handler for Chat {
@@ -99,56 +127,52 @@ impl Handler for Chat {
             },
         );
         if let Some(channel) = join {
-            conn.join(&channel);
-            Self::reply(conn, &Event::Joined { channel: &channel });
+            Self::join(conn, &channel).await;
         }
     }
 
     async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
-        let command = match msg.parse_json::<Command>() {
-            Ok(command) => command,
-            Err(e) => return Self::error(conn, &format!("bad command: {e}")),
+        let Ok(command) = msg.parse_json::<Command>() else {
+            return Self::error(
+                conn,
+                "bad command: expected a JSON object with a known \"type\" and its fields",
+            );
         };
         match command {
-            Command::Join { channel } => {
-                conn.join(&channel);
-                Self::reply(conn, &Event::Joined { channel: &channel });
-            }
+            Command::Join { channel } => Self::join(conn, &channel).await,
             Command::Leave { channel } => {
                 if conn.leave(&channel) {
                     Self::reply(conn, &Event::Left { channel: &channel });
                 } else {
-                    Self::error(conn, &format!("not a member of {channel:?}"));
+                    Self::error(conn, "not a member of that channel");
                 }
             }
             Command::Say { channel, text } => {
                 if text.chars().count() > MAX_TEXT {
                     return Self::error(conn, "text too long");
                 }
-                if !conn.channels().contains(&channel) {
-                    return Self::error(
-                        conn,
-                        &format!("join {channel:?} before you say something there"),
-                    );
+                if !conn.is_member(&channel) {
+                    return Self::error(conn, "join the channel before you say something there");
                 }
                 let event = Event::Message {
                     channel: &channel,
                     from: &self.name,
                     text: &text,
                 };
-                let _ = conn
-                    .hub()
-                    .send_json(Target::channel(channel.as_str()), &event);
+                Self::send_to(conn, Target::channel(channel.as_str()), &event);
             }
             Command::Whisper { user, text } => {
                 if text.chars().count() > MAX_TEXT {
                     return Self::error(conn, "text too long");
                 }
+                if user.len() > MAX_USER {
+                    return Self::error(conn, "no such user: user ids are at most 256 bytes");
+                }
                 let event = Event::Whisper {
                     from: &self.name,
                     text: &text,
                 };
-                let _ = conn.hub().send_json(Target::user(user.as_str()), &event);
+                Self::send_to(conn, Target::user(user.as_str()), &event);
             }
             Command::Members { channel } => match conn.hub().members_everywhere(&channel).await {
                 Ok(members) => Self::reply(
@@ -158,8 +182,75 @@ impl Handler for Chat {
                         members,
                     },
                 ),
-                Err(e) => Self::error(conn, &format!("presence unavailable: {e}")),
+                Err(e @ HubError::TooLong { .. }) => {
+                    Self::error(conn, &format!("cannot list: {e}"))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing members failed");
+                    Self::error(conn, "presence is unavailable right now");
+                }
             },
+        }
+    }
+}
+
+/// Who may join a channel and who may say something in it: the `[hub.channels]` table
+/// of the config, by exact name or by a prefix ending in `*` (the longest match wins).
+/// A channel no rule matches is open to everyone.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRules {
+    exact: BTreeMap<String, ChannelRule>,
+    /// By prefix, longest first.
+    prefixes: Vec<(String, ChannelRule)>,
+}
+
+impl ChatRules {
+    /// The rules of `[hub.channels]`.
+    pub fn new(channels: &BTreeMap<String, ChannelRule>) -> Self {
+        let mut rules = ChatRules::default();
+        for (pattern, rule) in channels {
+            match pattern.strip_suffix('*') {
+                Some(prefix) => rules.prefixes.push((prefix.to_owned(), rule.clone())),
+                None => {
+                    rules.exact.insert(pattern.clone(), rule.clone());
+                }
+            }
+        }
+        rules
+            .prefixes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        rules
+    }
+
+    fn rule(&self, channel: &str) -> Option<&ChannelRule> {
+        self.exact.get(channel).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(prefix, _)| channel.starts_with(prefix.as_str()))
+                .map(|(_, rule)| rule)
+        })
+    }
+}
+
+impl HubPolicy for ChatRules {
+    fn may_join(&self, who: &Caller<'_>, channel: &str) -> Result<(), Refused> {
+        match self.rule(channel).and_then(|rule| rule.join.as_ref()) {
+            Some(users) if !users.iter().any(|u| u == who.user_id) => {
+                Err(Refused::new("this channel is for its members only"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn may_send(&self, who: &Caller<'_>, to: &Target) -> Result<(), Refused> {
+        let Target::Channel(channel) = to else {
+            return Ok(());
+        };
+        match self.rule(channel).and_then(|rule| rule.say.as_ref()) {
+            Some(users) if !users.iter().any(|u| u == who.user_id) => {
+                Err(Refused::new("only some users may speak in this channel"))
+            }
+            _ => Ok(()),
         }
     }
 }

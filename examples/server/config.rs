@@ -85,6 +85,8 @@ pub struct Config {
     /// How many leading bits of an IPv6 address make one client, for every per-IP limit.
     #[serde(deserialize_with = "ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// What one chat connection may hold, and who may join and speak where.
+    pub hub: Hub,
     /// Deliver across server processes through this Redis.
     pub redis: Option<Redis>,
     /// Serve https:// and wss:// with this certificate.
@@ -119,6 +121,7 @@ impl Default for Config {
             max_pending_handshakes: NonZeroUsize::new(1024).expect("1024 is not zero"),
             max_pending_handshakes_per_ip: NonZeroUsize::new(64).expect("64 is not zero"),
             ipv6_prefix: estuary::middleware::key::DEFAULT_IPV6_PREFIX,
+            hub: Hub::default(),
             redis: None,
             tls: None,
             compression: Compression::default(),
@@ -230,12 +233,152 @@ impl Tls {
     }
 }
 
+/// `[hub]`: the bounds of what one chat connection may hold, and the channels only some
+/// users may join or speak in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hub {
+    /// The most channels one connection may be in.
+    pub max_channels_per_connection: NonZeroUsize,
+    /// The longest channel name, in bytes.
+    pub max_channel_length: NonZeroUsize,
+    /// `[hub.channels."name"]` or `[hub.channels."prefix*"]`: who may join, who may say.
+    pub channels: BTreeMap<String, ChannelRule>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            max_channels_per_connection: NonZeroUsize::new(100).expect("100 is not zero"),
+            max_channel_length: NonZeroUsize::new(64).expect("64 is not zero"),
+            channels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Hub {
+    /// The hub limits these settings ask for.
+    pub fn limits(&self) -> estuary::HubLimits {
+        estuary::HubLimits::default()
+            .with_max_channels_per_connection(self.max_channels_per_connection.get())
+            .with_max_channel_len(self.max_channel_length.get())
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_channel_length.get() > usize::from(u16::MAX) {
+            return Err(ConfigError::at(
+                "hub.max_channel_length",
+                "may be at most 65535 bytes",
+            ));
+        }
+        for pattern in self.channels.keys() {
+            let name = pattern.strip_suffix('*').unwrap_or(pattern);
+            if name.contains('*') {
+                return Err(ConfigError::at(
+                    &format!("hub.channels.{pattern:?}"),
+                    "a `*` may only end a pattern (a prefix)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[hub.channels."pattern"]`: who may join a channel and who may say something in it;
+/// a list left out lets everyone.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRule {
+    /// The user ids that may join.
+    pub join: Option<Vec<String>>,
+    /// The user ids that may say something.
+    pub say: Option<Vec<String>>,
+}
+
 /// `[redis]`: the hub's backplane, so chat messages reach users on every node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // read only to refuse the table
 pub struct Redis {
-    /// `redis://host:port/db`.
-    pub url: String,
+    /// `redis://host:port/db` for one Redis, or a list of `redis://host:port` for the
+    /// nodes of a Redis Cluster.
+    #[serde(deserialize_with = "redis_urls")]
+    pub url: RedisUrl,
+    /// How long a chat line may take to reach another node before it is dropped.
+    #[serde(deserialize_with = "duration", default = "Redis::default_deadline")]
+    pub delivery_deadline: Duration,
+    /// How long a node's members stay listed after the node stops refreshing them.
+    #[serde(deserialize_with = "duration", default = "Redis::default_presence_ttl")]
+    pub presence_ttl: Duration,
+    /// "interest" (a node hears only what it has sessions for) or "broadcast".
+    #[serde(default)]
+    pub routing: RedisRouting,
+    /// A PEM CA certificate to trust for `rediss://`, instead of the system's roots.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// `redis.url`: one Redis, or the nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisUrl {
+    /// One Redis.
+    One(String),
+    /// Some nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+/// `redis.routing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[serde(rename_all = "lowercase")]
+pub enum RedisRouting {
+    /// A node subscribes to what it has sessions for.
+    #[default]
+    Interest,
+    /// Every node receives every delivery.
+    Broadcast,
+}
+
+impl Redis {
+    fn default_deadline() -> Duration {
+        Duration::from_secs(2)
+    }
+
+    fn default_presence_ttl() -> Duration {
+        Duration::from_secs(6)
+    }
+
+    fn urls(&self) -> &[String] {
+        match &self.url {
+            RedisUrl::One(url) => std::slice::from_ref(url),
+            RedisUrl::Cluster(urls) => urls,
+        }
+    }
+
+    /// The backplane's settings; reads `ca_cert`.
+    #[cfg(feature = "redis")]
+    pub fn backplane(&self) -> Result<estuary::RedisConfig, ConfigError> {
+        let config = match &self.url {
+            RedisUrl::One(url) => estuary::RedisConfig::new(url.as_str()),
+            RedisUrl::Cluster(urls) => estuary::RedisConfig::cluster(urls.iter().cloned()),
+        };
+        let mut config = config
+            .with_delivery_deadline(self.delivery_deadline)
+            .with_presence_ttl(self.presence_ttl)
+            .with_routing(match self.routing {
+                RedisRouting::Interest => estuary::Routing::Interest,
+                RedisRouting::Broadcast => estuary::Routing::Broadcast,
+            });
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::at(
+                    "redis.ca_cert",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            config = config.with_ca_certificate(pem);
+        }
+        Ok(config)
+    }
 }
 
 /// `[transmission_limit]`: a message rate, per connection.
@@ -372,6 +515,7 @@ impl Config {
                 ));
             }
         }
+        self.hub.check()?;
         if let Some(redis) = &self.redis {
             redis.check()?;
         }
@@ -390,17 +534,69 @@ impl Redis {
                 "this build has no Redis support: run with `--features redis`",
             ));
         }
-        let scheme_ok = ["redis://", "rediss://", "unix://"]
+        let schemes: &[&str] = match self.url {
+            RedisUrl::One(_) => &["redis://", "rediss://", "unix://"],
+            RedisUrl::Cluster(_) => &["redis://", "rediss://"],
+        };
+        if let Some(url) = self
+            .urls()
             .iter()
-            .any(|scheme| self.url.starts_with(scheme));
-        if !scheme_ok {
+            .find(|url| !schemes.iter().any(|scheme| url.starts_with(scheme)))
+        {
+            // Only the scheme: the rest may hold a password.
+            let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+            let expected = schemes.join(", ");
             return Err(ConfigError::at(
                 "redis.url",
-                format!("{:?} is not a redis:// URL", self.url),
+                format!("expected a URL starting with {expected}, got scheme {scheme:?}"),
             ));
+        }
+        if self.presence_ttl < Duration::from_millis(300) {
+            return Err(ConfigError::at(
+                "redis.presence_ttl",
+                "must be at least 300ms",
+            ));
+        }
+        if let Some(path) = &self.ca_cert {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(ConfigError::at(
+                    "redis.ca_cert",
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// `redis.url`: a string, or a non-empty list of strings.
+fn redis_urls<'de, D: Deserializer<'de>>(deserializer: D) -> Result<RedisUrl, D::Error> {
+    struct Urls;
+
+    impl<'de> Visitor<'de> for Urls {
+        type Value = RedisUrl;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a redis:// URL, or a list of the URLs of Redis Cluster nodes")
+        }
+
+        fn visit_str<E: de::Error>(self, url: &str) -> Result<RedisUrl, E> {
+            Ok(RedisUrl::One(url.to_owned()))
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RedisUrl, A::Error> {
+            let mut urls = Vec::new();
+            while let Some(url) = seq.next_element::<String>()? {
+                urls.push(url);
+            }
+            if urls.is_empty() {
+                return Err(de::Error::custom("the list of cluster nodes is empty"));
+            }
+            Ok(RedisUrl::Cluster(urls))
+        }
+    }
+
+    deserializer.deserialize_any(Urls)
 }
 
 impl Auth {

@@ -105,16 +105,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hub: on Redis when `[redis]` is set (checked by `Config::parse`).
+/// The hub, with the `[hub]` limits and channel rules: on Redis when `[redis]` is set
+/// (checked by `Config::parse`).
 async fn hub(config: &Config) -> anyhow::Result<estuary::Hub> {
+    let builder = estuary::Hub::builder()
+        .limits(config.hub.limits())
+        .policy(chat::ChatRules::new(&config.hub.channels));
     #[cfg(feature = "redis")]
     if let Some(redis) = &config.redis {
-        return estuary::Hub::with_redis(&redis.url)
+        let backplane = redis.backplane()?;
+        // The error says which Redis, with its password redacted.
+        return builder
+            .redis(backplane)
             .await
             .context("redis.url: cannot join the backplane");
     }
-    let _ = config;
-    Ok(estuary::Hub::new())
+    Ok(builder.build())
 }
 
 /// Info-level logs, or debug-level for estuary with `show_debug_logs`; RUST_LOG wins.

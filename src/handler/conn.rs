@@ -1,4 +1,4 @@
-use crate::hub::{Hub, HubRegistration, NameTaken};
+use crate::hub::{Hub, HubError, HubRegistration, Payload, Target};
 use crate::protocol::codec::{OpCode, Role};
 use crate::protocol::deflate::Negotiated;
 use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
@@ -130,10 +130,15 @@ impl Conn {
         self.hub.hub()
     }
 
-    /// Joins a channel; false if already a member. Channels are left when the socket
+    /// Joins a channel; `Ok(false)` if already a member. Channels are left when the socket
     /// closes.
-    pub fn join(&mut self, channel: &str) -> bool {
-        self.hub.hub().join_conn(self.hub.id(), channel)
+    ///
+    /// Refused when the name is longer than the hub's `max_channel_len`, when the
+    /// connection is in `max_channels_per_connection` channels already, or when the hub's
+    /// [`HubPolicy`](crate::HubPolicy) says no. With a Redis backplane it returns once
+    /// deliveries to the channel from other nodes reach this connection.
+    pub async fn join(&mut self, channel: &str) -> Result<bool, HubError> {
+        self.hub.hub().join_conn(self.hub.id(), channel).await
     }
 
     /// Leaves a channel; false if not a member.
@@ -146,15 +151,37 @@ impl Conn {
         self.hub.hub().channels_of(self.hub.id())
     }
 
+    /// Whether this connection is a member of `channel`.
+    pub fn is_member(&self, channel: &str) -> bool {
+        self.hub.hub().is_member(self.hub.id(), channel)
+    }
+
+    /// Sends a message through the hub as this connection: the hub's
+    /// [`HubPolicy`](crate::HubPolicy) decides whether it may send to `to`. Returns how
+    /// many sessions on this node it was queued for (with a Redis backplane, the other
+    /// nodes get it too).
+    pub fn send_to(&mut self, to: Target, message: impl Into<Message>) -> Result<usize, HubError> {
+        let frame = Prepared::new(message);
+        self.hub
+            .hub()
+            .send_as(self.hub.id(), to, Payload::Frame(frame))
+    }
+
     /// Registers this connection under a unique name, so `Target::name` reaches it.
     /// Released when the socket closes.
-    pub fn register_name(&mut self, name: &str) -> Result<(), NameTaken> {
-        self.hub.hub().register_name(self.hub.id(), name)
+    pub async fn register_name(&mut self, name: &str) -> Result<(), HubError> {
+        self.hub.hub().register_name(self.hub.id(), name).await
     }
 
     /// Releases a unique name; false if this connection did not hold it.
     pub fn unregister_name(&mut self, name: &str) -> bool {
         self.hub.hub().unregister_name(self.hub.id(), name)
+    }
+
+    /// Waits, within a bound, until deliveries from other nodes to this session and its
+    /// user reach this node.
+    pub(crate) async fn until_routed(&self) {
+        self.hub.hub().until_routed(self.hub.id()).await;
     }
 
     /// Starts the close handshake for `reason`, once; later sends fail.

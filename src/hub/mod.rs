@@ -1,16 +1,32 @@
 //! The hub: delivery to sessions, users, channels and unique names, from handlers and
 //! from plain code, in-process or across nodes through Redis.
+//!
+//! - `registry`: which connections this node holds, and what they joined.
+//! - `policy`: the application's rules ([`HubPolicy`]) and the hub's bounds
+//!   ([`HubLimits`]).
+//! - `backplane` (feature `redis`): the same deliveries across nodes.
 
+mod error;
+mod policy;
 mod registry;
+
+#[cfg(feature = "redis")]
+mod backplane;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
+use estuary_middleware::Identity;
 
+pub use error::{HubError, Refused};
+pub use policy::{Caller, HubLimits, HubPolicy};
 pub(crate) use registry::ConnId;
-use registry::Registry;
+use registry::{Joined, Registrant, Registry, RouteChange};
+
+#[cfg(feature = "redis")]
+pub use backplane::{BackplaneStats, RedisConfig, Routing};
 
 use crate::protocol::{Message, Prepared};
 use crate::queue::{Event, SessionHandle};
@@ -26,7 +42,9 @@ use crate::queue::{Event, SessionHandle};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// The session with this id.
+    /// The session with this id, when the server drew the id. A session whose id the
+    /// authenticator chose (`Identity::with_session_id`) is unique only within its user,
+    /// and is reached with [`Target::UserSession`].
     Session(Arc<str>),
     /// Every session of this user.
     User(Arc<str>),
@@ -73,6 +91,16 @@ impl Target {
     }
 }
 
+/// What a node holds sessions for, and so what it wants to hear from other nodes: the
+/// kinds of [`Target`], with one session and one user session sharing the session's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RouteKind {
+    Channel,
+    User,
+    Session,
+    Name,
+}
+
 /// A member of a channel, as presence reports it.
 ///
 /// ```
@@ -88,60 +116,6 @@ pub struct Member {
     pub session_id: String,
     /// The member's user id.
     pub user_id: String,
-}
-
-/// A unique name is already held by another session.
-///
-/// ```
-/// let err = estuary::NameTaken("game:42".into());
-/// assert_eq!(err.to_string(), "the name \"game:42\" is already registered");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameTaken(pub String);
-
-impl fmt::Display for NameTaken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the name {:?} is already registered", self.0)
-    }
-}
-
-impl std::error::Error for NameTaken {}
-
-/// A failure of the hub's backplane: Redis unreachable, or a command failed.
-///
-/// ```
-/// # async fn run() {
-/// if let Err(e) = estuary::Hub::new().members_everywhere("lobby").await {
-///     eprintln!("{e}"); // never happens without a backplane
-/// }
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct HubError {
-    context: String,
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl HubError {
-    #[cfg(feature = "redis")]
-    pub(crate) fn redis(context: String, source: redis::RedisError) -> Self {
-        Self {
-            context,
-            source: Box::new(source),
-        }
-    }
-}
-
-impl fmt::Display for HubError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis: {}: {}", self.context, self.source)
-    }
-}
-
-impl std::error::Error for HubError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
 }
 
 /// Counts of what the hub holds on this node, to watch for leaks.
@@ -174,9 +148,14 @@ pub(crate) enum Payload {
 ///
 /// A `Hub` is a cheap clone. Give the same hub to `WebSocketService::with_hub` and to
 /// your REST handlers; every connection registers itself, joins and leaves channels
-/// through its `Conn`, and is forgotten when it closes. Fan-out encodes a frame once and
-/// queues the same bytes for every recipient; a slow recipient meets its slow-consumer
-/// policy without slowing the others.
+/// through its `Conn` (or through [`Hub::join`]), and is forgotten when it closes.
+/// Fan-out encodes a frame once and queues the same bytes for every recipient; a slow
+/// recipient meets its slow-consumer policy without slowing the others.
+///
+/// What connections may do is bounded by [`HubLimits`] and decided by the application's
+/// [`HubPolicy`], both set with [`Hub::builder`]. With a Redis backplane
+/// ([`Hub::with_redis`], feature `redis`) the same calls reach every node; see
+/// [`RedisConfig`](crate::RedisConfig) for what is guaranteed.
 ///
 /// ```
 /// use estuary::{Conn, Handler, Hub, Message, Target, WebSocketService};
@@ -186,18 +165,18 @@ pub(crate) enum Payload {
 ///
 /// impl Handler for Chat {
 ///     async fn on_open(&mut self, conn: &mut Conn) {
-///         conn.join("lobby");
+///         let _ = conn.join("lobby").await;
 ///     }
 ///
 ///     async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
-///         conn.hub().send(Target::channel("lobby"), msg);
+///         let _ = conn.send_to(Target::channel("lobby"), msg);
 ///     }
 /// }
 ///
 /// let hub = Hub::new();
 /// let service = WebSocketService::new(Chat).with_hub(hub.clone());
 /// // Elsewhere, e.g. in a REST handler:
-/// let delivered = hub.send(Target::user("alice"), "you have mail");
+/// let delivered = hub.send(Target::user("alice"), "you have mail").unwrap();
 /// assert_eq!(delivered, 0); // nobody is connected yet
 /// # let _ = service;
 /// ```
@@ -210,23 +189,90 @@ pub struct Hub {
 struct HubInner {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
+    limits: HubLimits,
+    policy: Option<Box<dyn HubPolicy>>,
     #[cfg(feature = "redis")]
-    backplane: Option<redis_backplane::Backplane>,
+    backplane: Option<backplane::Backplane>,
 }
 
-#[cfg(feature = "redis")]
-mod redis_backplane;
+/// Builds a [`Hub`] with limits and a policy: in-process with [`HubBuilder::build`], on
+/// Redis with `HubBuilder::redis` (feature `redis`).
+///
+/// ```
+/// use estuary::{Hub, HubLimits};
+///
+/// let hub = Hub::builder()
+///     .limits(HubLimits::default().with_max_channels_per_connection(8))
+///     .build();
+/// # let _ = hub;
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct HubBuilder {
+    limits: HubLimits,
+    policy: Option<Box<dyn HubPolicy>>,
+}
+
+impl HubBuilder {
+    /// Bounds what one connection may hold (default: [`HubLimits::default`]).
+    pub fn limits(mut self, limits: HubLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Who may join which channel and send where (default: everyone, everything).
+    pub fn policy(mut self, policy: impl HubPolicy) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// An in-process hub.
+    pub fn build(self) -> Hub {
+        Hub {
+            inner: Arc::new(self.into_inner()),
+        }
+    }
+
+    fn into_inner(self) -> HubInner {
+        HubInner {
+            limits: self.limits,
+            policy: self.policy,
+            ..HubInner::default()
+        }
+    }
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("limits", &self.limits)
+            .field("policy", &self.policy.is_some())
+            .finish()
+    }
+}
 
 impl Hub {
-    /// An in-process hub.
+    /// An in-process hub with the default limits and no policy.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A builder, for limits and a policy.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// The limits connections meet.
+    pub fn limits(&self) -> &HubLimits {
+        &self.inner.limits
+    }
+
     /// Sends a message to `to`; returns how many local sessions it was queued for.
     ///
-    /// With a Redis backplane it also goes to the other nodes.
-    pub fn send(&self, to: Target, message: impl Into<Message>) -> usize {
+    /// With a Redis backplane it also goes to the other nodes. Sent from the
+    /// application's own code, it is not checked by the [`HubPolicy`]; a target longer
+    /// than the [`HubLimits`] allow (no session could be registered under it) is refused.
+    pub fn send(&self, to: Target, message: impl Into<Message>) -> Result<usize, HubError> {
         self.send_prepared(to, &Prepared::new(message))
     }
 
@@ -235,12 +281,12 @@ impl Hub {
         &self,
         to: Target,
         value: &T,
-    ) -> Result<usize, serde_json::Error> {
-        Ok(self.send(to, Message::json(value)?))
+    ) -> Result<usize, HubError> {
+        self.send(to, Message::json(value)?)
     }
 
     /// Sends a frame encoded once: every recipient's queue shares its bytes.
-    pub fn send_prepared(&self, to: Target, frame: &Prepared) -> usize {
+    pub fn send_prepared(&self, to: Target, frame: &Prepared) -> Result<usize, HubError> {
         self.deliver(to, Payload::Frame(frame.clone()))
     }
 
@@ -249,28 +295,47 @@ impl Hub {
         &self,
         to: Target,
         event: &T,
-    ) -> Result<usize, serde_json::Error> {
+    ) -> Result<usize, HubError> {
         let json = Bytes::from(serde_json::to_vec(event)?);
-        Ok(self.deliver(to, Payload::Event(json)))
+        self.deliver(to, Payload::Event(json))
     }
 
-    /// Adds a session (by id) to a channel, e.g. from a REST handler; false if there is
-    /// no such session here or it already was a member.
-    pub fn join(&self, session_id: &str, channel: &str) -> bool {
-        let mut registry = self.write();
-        match registry.conn_of_session(session_id) {
-            Some(id) => registry.join(id, channel),
-            None => false,
+    /// Adds every session of this node that `who` reaches to `channel`, e.g. from a REST
+    /// handler, on the same path as `Conn::join` (limits, policy, presence); returns how
+    /// many joined (sessions already in the channel do not count).
+    ///
+    /// Fails with the first refusal if `who` reaches sessions and none of them may join,
+    /// and with [`HubError::NoSuchSession`] if it reaches none.
+    pub async fn join(&self, who: Target, channel: &str) -> Result<usize, HubError> {
+        let ids = self.read().conns_of(&who);
+        if ids.is_empty() {
+            return Err(HubError::NoSuchSession);
+        }
+        let (mut joined, mut allowed, mut refusal) = (0, 0, None);
+        for id in ids {
+            match self.join_conn(id, channel).await {
+                Ok(new) => {
+                    allowed += 1;
+                    joined += new as usize;
+                }
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                }
+            }
+        }
+        match refusal {
+            Some(refusal) if allowed == 0 => Err(refusal),
+            _ => Ok(joined),
         }
     }
 
-    /// Removes a session (by id) from a channel; false if it was not a member.
-    pub fn leave(&self, session_id: &str, channel: &str) -> bool {
-        let mut registry = self.write();
-        match registry.conn_of_session(session_id) {
-            Some(id) => registry.leave(id, channel),
-            None => false,
-        }
+    /// Removes every session of this node that `who` reaches from `channel`; returns how
+    /// many left.
+    pub fn leave(&self, who: Target, channel: &str) -> usize {
+        let ids = self.read().conns_of(&who);
+        ids.into_iter()
+            .filter(|&id| self.leave_conn(id, channel))
+            .count()
     }
 
     /// The members of a channel on this node.
@@ -279,11 +344,12 @@ impl Hub {
     }
 
     /// The members of a channel on every node of the cluster; without a Redis backplane,
-    /// on this node.
+    /// on this node. A name longer than the hub allows is refused (no one can be in it).
     pub async fn members_everywhere(&self, channel: &str) -> Result<Vec<Member>, HubError> {
+        self.inner.limits.check_channel(channel)?;
         #[cfg(feature = "redis")]
         if let Some(backplane) = &self.inner.backplane {
-            return self.redis_members(backplane, channel).await;
+            return backplane.members(self, channel).await;
         }
         Ok(self.members(channel))
     }
@@ -299,19 +365,25 @@ impl Hub {
         }
     }
 
-    fn deliver(&self, to: Target, payload: Payload) -> usize {
+    fn deliver(&self, to: Target, payload: Payload) -> Result<usize, HubError> {
+        self.inner.limits.check_target(&to)?;
         let delivered = self.deliver_local(&to, &payload);
         #[cfg(feature = "redis")]
         if let Some(backplane) = &self.inner.backplane {
-            backplane.publish(to, payload);
+            // A session id the server drew is unique everywhere: found here, it is nowhere
+            // else.
+            let only_here = matches!(to, Target::Session(_)) && delivered > 0;
+            if !only_here {
+                backplane.publish(&to, &payload);
+            }
         }
-        delivered
+        Ok(delivered)
     }
 
     /// Queues `payload` for every recipient on this node.
     pub(crate) fn deliver_local(&self, to: &Target, payload: &Payload) -> usize {
         let mut delivered = 0;
-        self.read().for_each(to, |handle| {
+        self.read().for_each(to, |_, handle| {
             let queued = match payload {
                 Payload::Frame(frame) => handle.send_prepared(frame),
                 Payload::Event(json) => handle.send_event(Event::json_bytes(json.clone())),
@@ -322,49 +394,189 @@ impl Hub {
         delivered
     }
 
-    /// Registers a new connection; it is forgotten when the guard drops.
+    /// Registers a new connection; it is forgotten when the guard drops. Refused if its
+    /// session id is live on another connection of this node.
     pub(crate) fn register(
         &self,
         session_id: Arc<str>,
         user_id: Arc<str>,
+        identity: Option<Identity>,
         handle: SessionHandle,
-    ) -> HubRegistration {
+    ) -> Result<HubRegistration, HubError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.write().insert(id, session_id, user_id, handle);
-        HubRegistration {
+        let chosen_id = identity.as_ref().is_some_and(|i| i.session_id().is_some());
+        let who = Registrant {
+            session_id,
+            user_id,
+            identity,
+            chosen_id,
+            handle,
+        };
+        let mut registry = self.write();
+        let routes = registry.insert(id, who)?;
+        self.routes_changed(&routes);
+        drop(registry);
+        Ok(HubRegistration {
             hub: self.clone(),
             id,
-        }
+        })
     }
 
-    pub(crate) fn join_conn(&self, id: ConnId, channel: &str) -> bool {
-        let joined = self.write().join(id, channel);
+    /// Waits, within a bound, until deliveries to the connection's session and user from
+    /// other nodes reach this node.
+    pub(crate) async fn until_routed(&self, id: ConnId) {
         #[cfg(feature = "redis")]
-        if joined {
-            self.presence_changed(id, channel, true);
+        if let Some(backplane) = &self.inner.backplane {
+            let routes = self.read().own_routes(id);
+            backplane.until_routed(&routes).await;
         }
-        joined
+        #[cfg(not(feature = "redis"))]
+        let _ = id;
     }
 
+    /// The one path of every join: limits, policy, registry, presence, routing. True if
+    /// the connection was not a member before. Returns once deliveries to the channel
+    /// from other nodes reach this node (or Redis is out of reach).
+    pub(crate) async fn join_conn(&self, id: ConnId, channel: &str) -> Result<bool, HubError> {
+        self.inner.limits.check_channel(channel)?;
+        if let Some(policy) = &self.inner.policy {
+            self.read()
+                .caller(id, |who| policy.may_join(who, channel))
+                .ok_or(HubError::NoSuchSession)??;
+        }
+        let max = self.inner.limits.max_channels_per_connection;
+        let joined = {
+            let mut registry = self.write();
+            let joined = registry.join(id, channel, max)?;
+            if let Joined::Now { channel, first } = &joined {
+                self.presence_joined(&registry, id, channel);
+                if *first {
+                    self.routes_changed(&[RouteChange {
+                        kind: RouteKind::Channel,
+                        name: channel.clone(),
+                        wanted: true,
+                    }]);
+                }
+            }
+            joined
+        };
+        match joined {
+            Joined::Already => Ok(false),
+            Joined::Now { channel, .. } => {
+                #[cfg(feature = "redis")]
+                if let Some(backplane) = &self.inner.backplane {
+                    backplane
+                        .until_routed(&[(RouteKind::Channel, channel)])
+                        .await;
+                }
+                #[cfg(not(feature = "redis"))]
+                let _ = channel;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The one path of every leave; false if the connection was not a member.
     pub(crate) fn leave_conn(&self, id: ConnId, channel: &str) -> bool {
-        let left = self.write().leave(id, channel);
-        #[cfg(feature = "redis")]
-        if left {
-            self.presence_changed(id, channel, false);
+        let mut registry = self.write();
+        let Some((channel, last)) = registry.leave(id, channel) else {
+            return false;
+        };
+        self.presence_left(id, &channel, last);
+        if last {
+            self.routes_changed(&[RouteChange {
+                kind: RouteKind::Channel,
+                name: channel,
+                wanted: false,
+            }]);
         }
-        left
+        true
     }
 
-    pub(crate) fn register_name(&self, id: ConnId, name: &str) -> Result<(), NameTaken> {
-        self.write().register_name(id, name)
+    pub(crate) async fn register_name(&self, id: ConnId, name: &str) -> Result<(), HubError> {
+        self.inner.limits.check_name(name)?;
+        let new = self.write().register_name(id, name)?;
+        if new {
+            let route: Arc<str> = Arc::from(name);
+            self.routes_changed(&[RouteChange {
+                kind: RouteKind::Name,
+                name: route.clone(),
+                wanted: true,
+            }]);
+            #[cfg(feature = "redis")]
+            if let Some(backplane) = &self.inner.backplane {
+                backplane.until_routed(&[(RouteKind::Name, route)]).await;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn unregister_name(&self, id: ConnId, name: &str) -> bool {
-        self.write().unregister_name(id, name)
+        let released = self.write().unregister_name(id, name);
+        if released {
+            self.routes_changed(&[RouteChange {
+                kind: RouteKind::Name,
+                name: Arc::from(name),
+                wanted: false,
+            }]);
+        }
+        released
+    }
+
+    /// Asks the policy whether the connection may send to `to`, then sends.
+    pub(crate) fn send_as(
+        &self,
+        id: ConnId,
+        to: Target,
+        payload: Payload,
+    ) -> Result<usize, HubError> {
+        if let Some(policy) = &self.inner.policy {
+            self.read()
+                .caller(id, |who| policy.may_send(who, &to))
+                .ok_or(HubError::NoSuchSession)??;
+        }
+        self.deliver(to, payload)
     }
 
     pub(crate) fn channels_of(&self, id: ConnId) -> Vec<String> {
         self.read().channels_of(id)
+    }
+
+    pub(crate) fn is_member(&self, id: ConnId, channel: &str) -> bool {
+        self.read().is_member(id, channel)
+    }
+
+    /// Tells the backplane which routes this node now wants. Called with the registry
+    /// locked, so that the backplane sees changes in the order the registry made them.
+    fn routes_changed(&self, changes: &[RouteChange]) {
+        #[cfg(feature = "redis")]
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.routes_changed(changes);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = changes;
+    }
+
+    /// Tells the backplane's presence that a connection joined a channel. Called with the
+    /// registry locked, for the order.
+    fn presence_joined(&self, registry: &Registry, id: ConnId, channel: &Arc<str>) {
+        #[cfg(feature = "redis")]
+        if let (Some(backplane), Some(member)) = (&self.inner.backplane, registry.member(id)) {
+            backplane.presence_joined(channel, id, &member);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = (registry, id, channel);
+    }
+
+    /// Tells the backplane's presence that a connection left a channel (`last`: as its
+    /// last local member). Called with the registry locked, for the order.
+    fn presence_left(&self, id: ConnId, channel: &Arc<str>, last: bool) {
+        #[cfg(feature = "redis")]
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.presence_left(channel, id, last);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = (id, channel, last);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Registry> {
@@ -409,10 +621,12 @@ impl HubRegistration {
 
 impl Drop for HubRegistration {
     fn drop(&mut self) {
-        #[cfg(feature = "redis")]
-        for channel in self.hub.channels_of(self.id) {
-            self.hub.presence_changed(self.id, &channel, false);
+        let mut registry = self.hub.write();
+        if let Some(removed) = registry.remove(self.id) {
+            for (channel, last) in &removed.channels {
+                self.hub.presence_left(self.id, channel, *last);
+            }
+            self.hub.routes_changed(&removed.routes);
         }
-        self.hub.write().remove(self.id);
     }
 }

@@ -47,6 +47,8 @@ pub enum HandshakeError {
     /// A `Sec-WebSocket-Extensions` header that does not parse (400); the reason says
     /// where. (An offer the server cannot accept is declined, not refused.)
     MalformedExtensions(String),
+    /// Another connection on this node has the session id the authenticator gave (409).
+    SessionIdInUse,
 }
 
 impl HandshakeError {
@@ -64,6 +66,7 @@ impl HandshakeError {
             | HandshakeError::UnsupportedVersion(_) => StatusCode::UPGRADE_REQUIRED,
             HandshakeError::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
             HandshakeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HandshakeError::SessionIdInUse => StatusCode::CONFLICT,
         }
     }
 
@@ -136,6 +139,9 @@ impl std::fmt::Display for HandshakeError {
             ),
             HandshakeError::ShuttingDown => f.write_str("server is shutting down"),
             HandshakeError::MalformedExtensions(why) => f.write_str(why),
+            HandshakeError::SessionIdInUse => {
+                f.write_str("the session id is in use by another connection")
+            }
         }
     }
 }

@@ -168,11 +168,15 @@ impl<H: Handler> WebSocketService<H> {
             user = session.user_id(),
             peer = ?session.peer_addr(),
         );
-        let registration = self.hub.register(
-            session.id_arc().clone(),
-            session.user_id_arc().clone(),
-            handle.clone(),
-        );
+        let registration = self
+            .hub
+            .register(
+                session.id_arc().clone(),
+                session.user_id_arc().clone(),
+                session.identity().cloned(),
+                handle.clone(),
+            )
+            .map_err(|_| HandshakeError::SessionIdInUse)?;
         let conn = Conn::new(
             session,
             handle,
@@ -193,7 +197,9 @@ impl<H: Handler> WebSocketService<H> {
         });
         let task = async move {
             let _registration = shutdown_registration;
-            match on_upgrade.await {
+            // Deliveries from other nodes to this session reach it before `on_open`.
+            let (upgraded, ()) = tokio::join!(on_upgrade, pending.conn.until_routed());
+            match upgraded {
                 Ok(upgraded) => pending.into_engine(upgraded).await,
                 Err(e) => tracing::debug!(error = %e, "upgrade failed after 101"),
             }

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod example;
 pub mod load;
+pub mod nodes;
 pub mod peers;
 #[cfg(feature = "tls")]
 pub mod pki;

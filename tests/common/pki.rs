@@ -6,6 +6,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 /// The CA's root and the server's chain and key, as DER and as PEM.
 pub struct Pki {
     pub root: CertificateDer<'static>,
+    pub root_pem: String,
     pub server_chain: Vec<CertificateDer<'static>>,
     pub server_key: PrivateKeyDer<'static>,
     pub server_cert_pem: String,
@@ -26,6 +27,7 @@ pub fn make_pki() -> Pki {
         .unwrap();
     Pki {
         root: ca_cert.der().clone(),
+        root_pem: ca_cert.pem(),
         server_chain: vec![server_cert.der().clone()],
         server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()).into(),
         server_cert_pem: server_cert.pem(),

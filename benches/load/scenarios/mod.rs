@@ -5,12 +5,14 @@
 //! settings, metrics and `run`, and a [`Scenario`] variant; the rounds, the table, the JSON
 //! and the chart pick it up.
 
+mod cross_node;
 mod echo;
 mod fan_out;
 mod handshake;
 mod idle;
 mod ping_pong;
 mod request_response;
+mod routing;
 
 use std::time::Duration;
 
@@ -21,12 +23,14 @@ use tokio::time::timeout;
 use crate::client::Connection;
 use crate::metric::{Measurement, Metric};
 use crate::servers::{Route, ServerKind, Target};
+pub use cross_node::CrossNodeSettings;
 pub use echo::EchoSettings;
 pub use fan_out::FanOutSettings;
 pub use handshake::HandshakeSettings;
 pub use idle::IdleSettings;
 pub use ping_pong::PingPongSettings;
 pub use request_response::RequestResponseSettings;
+pub use routing::RoutingSettings;
 
 /// How long a connection may wait for any reply before the scenario fails.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +50,8 @@ pub struct Settings {
     pub idle: IdleSettings,
     pub handshake: HandshakeSettings,
     pub fan_out: FanOutSettings,
+    pub cross_node: CrossNodeSettings,
+    pub routing: RoutingSettings,
 }
 
 impl Settings {
@@ -64,6 +70,8 @@ impl Settings {
             idle: IdleSettings::new(quick),
             handshake: HandshakeSettings::new(quick),
             fan_out: FanOutSettings::new(quick),
+            cross_node: CrossNodeSettings::new(quick),
+            routing: RoutingSettings::new(quick),
         })
     }
 
@@ -79,6 +87,8 @@ impl Settings {
             idle: IdleSettings::smoke(),
             handshake: HandshakeSettings::smoke(),
             fan_out: FanOutSettings::smoke(),
+            cross_node: CrossNodeSettings::smoke(),
+            routing: RoutingSettings::smoke(),
         }
     }
 }
@@ -136,17 +146,25 @@ pub enum Scenario {
     Handshake,
     /// One message to ten thousand subscribers: time to the last delivery.
     FanOut,
+    /// Node A to node B through Redis with 1 ms added each way: deliveries per second,
+    /// against one publish per round trip (needs the `redis` feature).
+    CrossNode,
+    /// A node in 1 of 10 busy channels: CPU per delivered message, interest routing
+    /// against broadcast (needs the `redis` feature).
+    Routing,
 }
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Echo,
         Scenario::PingPong,
         Scenario::RequestResponse,
         Scenario::Idle,
         Scenario::Handshake,
         Scenario::FanOut,
+        Scenario::CrossNode,
+        Scenario::Routing,
     ];
 
     /// The scenario's name in progress messages and the JSON.
@@ -158,6 +176,8 @@ impl Scenario {
             Scenario::Idle => "idle memory",
             Scenario::Handshake => "handshakes",
             Scenario::FanOut => "fan-out",
+            Scenario::CrossNode => "cross-node throughput",
+            Scenario::Routing => "interest routing",
         }
     }
 
@@ -170,16 +190,28 @@ impl Scenario {
             Scenario::Idle => idle::METRICS,
             Scenario::Handshake => handshake::METRICS,
             Scenario::FanOut => fan_out::METRICS,
+            Scenario::CrossNode => cross_node::METRICS,
+            Scenario::Routing => routing::METRICS,
         }
     }
 
     /// Whether the scenario has something to measure on `server`: fan-out needs a server
-    /// with a channel to subscribe to.
+    /// with a channel to subscribe to; the cross-node scenarios start Estuary nodes of
+    /// their own, built into this binary (so they show in the `estuary-bare` column), and
+    /// need the `redis` feature.
     pub fn runs_on(self, server: ServerKind) -> bool {
         match self {
             Scenario::FanOut => server.fan_out_route().is_some(),
+            Scenario::CrossNode | Scenario::Routing => {
+                server == ServerKind::EstuaryBare && cfg!(feature = "redis")
+            }
             _ => true,
         }
+    }
+
+    /// Whether the scenario needs the `redis` feature, which this build lacks.
+    pub fn needs_redis_feature(self) -> bool {
+        matches!(self, Scenario::CrossNode | Scenario::Routing) && !cfg!(feature = "redis")
     }
 
     /// How many times a round runs the scenario against each server, the servers taking
@@ -210,6 +242,8 @@ impl Scenario {
                 Scenario::Idle => idle::run(target, &settings.idle).await,
                 Scenario::Handshake => handshake::run(target, &settings.handshake).await,
                 Scenario::FanOut => fan_out::run(target, &settings.fan_out).await,
+                Scenario::CrossNode => cross_node::run(target, &settings.cross_node).await,
+                Scenario::Routing => routing::run(target, &settings.routing).await,
             }
         };
         timeout(limit, run)
@@ -234,6 +268,11 @@ impl Scenario {
                 setup
                     + Duration::from_secs(90)
                     + settings.fan_out.delivery_timeout * messages as u32
+            }
+            Scenario::CrossNode => setup + Duration::from_secs(120),
+            Scenario::Routing => {
+                let routing = &settings.routing;
+                setup + 2 * (routing.warmup + routing.window) + Duration::from_secs(60)
             }
         }
     }

@@ -1,0 +1,240 @@
+//! The outbox: deliveries waiting for Redis, bounded by the delivery deadline and by
+//! bytes, and the task that publishes them.
+//!
+//! The task keeps one batch in flight: everything queued since the last round trip goes
+//! in one pipeline (one per shard on a cluster), and the next batch waits for its
+//! replies. A round trip that does not come back within the deadline (Redis stalled)
+//! costs the connection, so that nothing more is written into a socket that Redis is not
+//! reading; while it reconnects, the outbox drops what passes the deadline. What Redis
+//! still holds of the last batch when it wakes up is dropped by the receivers, which
+//! check each delivery's age.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::{RedisError, Value};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::link::{Keyed, Link};
+use super::{reconnect, Backoff, Counters, Routing, Shared, Throttle};
+
+/// What one queued delivery costs beside its bytes (the entry, the route's allocation).
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Deliveries on their way to Redis.
+pub(super) struct Outbox {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    deadline: Duration,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+}
+
+struct Outgoing {
+    queued: Instant,
+    route: String,
+    envelope: Bytes,
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        self.route.len() + self.envelope.len() + ENTRY_OVERHEAD
+    }
+}
+
+impl Outbox {
+    pub(super) fn new(deadline: Duration, max_bytes: usize) -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            deadline,
+            max_bytes,
+        }
+    }
+
+    /// Queues a delivery for `route`. What has waited past the deadline goes first, then
+    /// the oldest until the new one fits; a delivery larger than the whole bound still
+    /// goes, alone.
+    pub(super) fn push(&self, route: String, envelope: Bytes, counters: &Counters) {
+        let now = Instant::now();
+        let item = Outgoing {
+            queued: now,
+            route,
+            envelope,
+        };
+        let (expired, full) = {
+            let mut queue = self.lock();
+            let expired = queue.drop_expired(now, self.deadline);
+            let mut full = 0;
+            while queue.bytes + item.size() > self.max_bytes && queue.pop_front().is_some() {
+                full += 1;
+            }
+            queue.bytes += item.size();
+            queue.items.push_back(item);
+            (expired, full)
+        };
+        Counters::add(&counters.dropped_deadline, expired);
+        Counters::add(&counters.dropped_outbox_full, full);
+        self.ready.notify_one();
+    }
+
+    /// Everything queued, without what has passed the deadline (counted as dropped).
+    fn take(&self, counters: &Counters) -> VecDeque<Outgoing> {
+        let (items, expired) = {
+            let mut queue = self.lock();
+            let expired = queue.drop_expired(Instant::now(), self.deadline);
+            queue.bytes = 0;
+            (std::mem::take(&mut queue.items), expired)
+        };
+        Counters::add(&counters.dropped_deadline, expired);
+        items
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A push or a take leaves the queue consistent, so a poisoned lock still guards a
+        // usable queue.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Queue {
+    fn pop_front(&mut self) -> Option<Outgoing> {
+        let item = self.items.pop_front()?;
+        self.bytes -= item.size();
+        Some(item)
+    }
+
+    fn drop_expired(&mut self, now: Instant, deadline: Duration) -> u64 {
+        let mut expired = 0;
+        while self
+            .items
+            .front()
+            .is_some_and(|item| now.duration_since(item.queued) > deadline)
+        {
+            self.pop_front();
+            expired += 1;
+        }
+        expired
+    }
+}
+
+/// The publisher's connection: replies must come within the deadline.
+pub(super) async fn connect(shared: &Shared) -> Result<Link, RedisError> {
+    shared.connector.connect(shared.deadline, None).await
+}
+
+/// Publishes the outbox, one batch per round trip, until the hub is dropped.
+pub(super) async fn publish_loop(shared: Arc<Shared>, link: Link) {
+    let mut link = Some(link);
+    let mut backoff = Backoff::new();
+    let mut failures = Throttle::new(Duration::from_secs(10));
+    let command = match (shared.routing, shared.sharded) {
+        (Routing::Interest, true) => "SPUBLISH",
+        _ => "PUBLISH",
+    };
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = shared.outbox.ready.notified() => {}
+        }
+        loop {
+            let connected = match &mut link {
+                Some(connected) => connected,
+                None => {
+                    let waiting = "cross-node deliveries wait, within the deadline";
+                    let made = reconnect(&shared, &mut backoff, &mut failures, waiting, || {
+                        connect(&shared)
+                    });
+                    let Some(made) = made.await else { return };
+                    tracing::info!(
+                        redis = shared.connector.shown(),
+                        "publishing to redis again"
+                    );
+                    backoff.reset();
+                    link.insert(made)
+                }
+            };
+            let batch = shared.outbox.take(&shared.counters);
+            if batch.is_empty() {
+                break;
+            }
+            let count = batch.len() as u64;
+            let commands = batch
+                .into_iter()
+                .map(|item| {
+                    let mut cmd = redis::cmd(command);
+                    cmd.arg(&item.route).arg(item.envelope.as_ref());
+                    Keyed::new(item.route, &mut cmd)
+                })
+                .collect();
+            let (replies, error) = connected.exec_each(commands).await;
+            let published = replies
+                .iter()
+                .filter(
+                    |reply| matches!(reply, Some(reply) if !matches!(reply, Value::ServerError(_))),
+                )
+                .count() as u64;
+            Counters::add(&shared.counters.published, published);
+            Counters::add(&shared.counters.dropped_failed, count - published);
+            if let Some(e) = error {
+                if let Some(unlogged) = failures.ready() {
+                    tracing::warn!(error = %e, unlogged, redis = shared.connector.shown(), "publishing to redis failed; reconnecting");
+                }
+                // Nothing more goes into a connection whose last batch did not come back:
+                // Redis may be stalled, and would run it late. A cluster connection
+                // reconnects each shard by itself, and keeps the shards that answered.
+                if !shared.connector.is_cluster() {
+                    link = None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn what_waits_past_the_deadline_is_dropped_and_counted() {
+        let deadline = Duration::from_millis(50);
+        let outbox = Outbox::new(deadline, 1 << 20);
+        let counters = Counters::default();
+        outbox.push("r".into(), Bytes::from_static(b"old"), &counters);
+        tokio::time::sleep(deadline * 2).await;
+        outbox.push("r".into(), Bytes::from_static(b"new"), &counters);
+        let batch = outbox.take(&counters);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(&batch[0].envelope[..], b"new");
+        assert_eq!(counters.snapshot().dropped_deadline, 1);
+        // Expired by the time it is taken, with no push since.
+        outbox.push("r".into(), Bytes::from_static(b"late"), &counters);
+        tokio::time::sleep(deadline * 2).await;
+        assert!(outbox.take(&counters).is_empty());
+        assert_eq!(counters.snapshot().dropped_deadline, 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_drops_the_oldest_and_stays_within_its_bytes() {
+        let item = 100 + ENTRY_OVERHEAD + 1;
+        let outbox = Outbox::new(Duration::from_secs(2), item * 10);
+        let counters = Counters::default();
+        for i in 0..25u8 {
+            outbox.push("r".into(), Bytes::from(vec![i; 100]), &counters);
+            assert!(outbox.lock().bytes <= item * 10);
+        }
+        let batch = outbox.take(&counters);
+        assert_eq!(batch.len(), 10);
+        assert_eq!(batch[0].envelope[0], 15, "the newest ten are kept");
+        assert_eq!(counters.snapshot().dropped_outbox_full, 15);
+        assert_eq!(outbox.lock().bytes, 0);
+    }
+}
