@@ -500,13 +500,26 @@ mod tests {
 
     #[test]
     fn malformed_envelopes_are_rejected_not_panicked_on() {
-        let good = encode(
-            7,
-            &Target::channel("c"),
-            &Payload::Event(Bytes::from_static(b"{}")),
-        );
-        for cut in 0..good.len() - 2 {
-            let _ = decode(&good[..cut]);
+        let body = br#"{"k":1}"#;
+        for target in [
+            Target::session("s1"),
+            Target::user("alice"),
+            Target::user_session("alice", "s2"),
+            Target::channel("lobby"),
+            Target::name("referee"),
+        ] {
+            let good = encode(7, &target, &Payload::Event(Bytes::from_static(body)));
+            assert!(decode(&good).is_ok(), "{target:?}");
+            // The body runs to the end of the envelope, so a cut inside it cannot show;
+            // a cut anywhere before it (version, node, kind, target) must.
+            let framing = good.len() - body.len();
+            for cut in 0..framing {
+                assert!(
+                    decode(&good[..cut]).is_err(),
+                    "{target:?}: the first {cut} of {} bytes decoded",
+                    good.len()
+                );
+            }
         }
         assert!(decode(&[9; 40]).is_err());
     }
