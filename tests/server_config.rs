@@ -640,6 +640,23 @@ async fn metrics_path_serves_prometheus_text_and_empty_turns_it_off() {
         "{}",
         metrics.body
     );
+    // The hub's registry, with one chat client in one channel.
+    let mut chat = connect(&server.url("/ws?join=lobby")).await;
+    assert_eq!(chat_event(&mut chat).await["type"], "welcome");
+    assert_eq!(chat_event(&mut chat).await["type"], "joined");
+    let metrics = get(&server, "/stats").await;
+    for line in [
+        "estuary_hub_sessions 1",
+        "estuary_hub_users 1",
+        "estuary_hub_channels 1",
+        "estuary_hub_names 0",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line}: {}",
+            metrics.body
+        );
+    }
 
     let off = ExampleServer::start("metrics_path = \"\"", ANY_PORT);
     assert_eq!(get(&off, "/metrics").await.status, 404);
