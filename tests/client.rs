@@ -11,7 +11,7 @@ use common::client::{any_port, connect, estuary_echo, next, next_message, record
 use common::peers::{answer_handshake, serve_at, TungsteniteServer};
 use common::within;
 use estuary::client::{Client, ClientConfig, ClientState, ConnectError, SendError};
-use estuary::{handler_fn, CloseReason, Conn, Handler, Message, WebSocketService};
+use estuary::{CloseReason, Conn, Handler, Message, WebSocketService};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

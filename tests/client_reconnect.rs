@@ -271,7 +271,10 @@ async fn keepalive_keeps_a_connection_to_an_answering_server_and_drops_it_when_p
     assert_eq!(client.state(), ClientState::Open);
     // One ping an interval after each pong: about WATCH / INTERVAL of them.
     let least = (WATCH.as_millis() / (INTERVAL + SLACK).as_millis()) as usize;
-    assert!(pongs >= least, "{pongs} pongs in {WATCH:?}, expected {least} at least");
+    assert!(
+        pongs >= least,
+        "{pongs} pongs in {WATCH:?}, expected {least} at least"
+    );
     assert!(
         Instant::now() - last_pong <= INTERVAL + SLACK,
         "pongs stopped coming: the last one {:?} ago",

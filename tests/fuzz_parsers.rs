@@ -294,7 +294,9 @@ fn after_scheme<'a>(value: &'a [u8], scheme: &str) -> Option<&'a [u8]> {
 /// UTF-8 "user:password", split at the first colon.
 fn basic_credentials(value: &[u8]) -> Option<(String, String)> {
     let encoded = after_scheme(value, "basic")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
@@ -473,13 +475,15 @@ fn offered() -> impl Strategy<Value = Offered> {
             .prop_filter("junk names no one", |junk| !junk.contains("q3cret"))
             .prop_map(|junk| (junk, None)),
     ];
-    (header, query).prop_map(|((authorization, basic, bearer), (query, query_user))| Offered {
-        authorization: authorization.into_bytes(),
-        query,
-        basic,
-        bearer,
-        query_user,
-    })
+    (header, query).prop_map(
+        |((authorization, basic, bearer), (query, query_user))| Offered {
+            authorization: authorization.into_bytes(),
+            query,
+            basic,
+            bearer,
+            query_user,
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -277,8 +277,13 @@ async fn a_slow_recipient_is_disconnected_without_holding_up_the_others() {
     let deadline = Duration::from_millis(1000);
     let readers = tokio::time::timeout_at(started + deadline, delivered)
         .await
-        .unwrap_or_else(|_| panic!("the fast readers did not get every message within {deadline:?}"));
-    println!("the fast readers got 6.4 MiB each in {:?}", started.elapsed());
+        .unwrap_or_else(|_| {
+            panic!("the fast readers did not get every message within {deadline:?}")
+        });
+    println!(
+        "the fast readers got 6.4 MiB each in {:?}",
+        started.elapsed()
+    );
     // It starts reading at last: what the socket buffers held, then the server's reason.
     assert_eq!(slow.read_close().await, (1008, "slow consumer".to_owned()));
     slow.send_frame(true, 0x8, &1008u16.to_be_bytes()).await;

@@ -192,9 +192,17 @@ fn metrics_route(metrics: PrometheusHandle, hub: Hub) -> Route {
         let mut text = metrics.render();
         let stats = hub.stats();
         for (name, help, value) in [
-            ("sessions", "Connections registered with the hub.", stats.sessions),
+            (
+                "sessions",
+                "Connections registered with the hub.",
+                stats.sessions,
+            ),
             ("users", "Users with at least one connection.", stats.users),
-            ("channels", "Channels with at least one member.", stats.channels),
+            (
+                "channels",
+                "Channels with at least one member.",
+                stats.channels,
+            ),
             ("names", "Unique names held.", stats.names),
         ] {
             text.push_str(&format!(
