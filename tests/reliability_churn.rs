@@ -83,6 +83,27 @@ async fn churn(server: &ExampleServer, count: usize) -> Duration {
     started.elapsed()
 }
 
+/// No leaked connection task: shutdown waits for every one of them, so with none left it
+/// is over at once rather than at the 20 s shutdown timeout.
+async fn shuts_down_at_once(server: ExampleServer) {
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+}
+
+/// Every close the server counted, whatever its code and reason.
+fn all_closes(scrape: &Scrape) -> f64 {
+    scrape
+        .samples("estuary_closes_total")
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// The hub's registry as the example server's `/metrics` reports it: sessions, users,
 /// channels, names.
 fn hub_registry(scrape: &Scrape) -> [Option<f64>; 4] {
@@ -189,12 +210,12 @@ async fn churn_leaves_no_session_permit_member_or_task_and_memory_stays_flat() {
             scrape.value("estuary_closes_total{code=\"1000\",reason=\"remote\"}"),
             cycles
         );
-        let closes: f64 = scrape
-            .samples("estuary_closes_total")
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(closes, cycles, "no other kind of close: {:?}", scrape.0);
+        assert_eq!(
+            all_closes(scrape),
+            cycles,
+            "no other kind of close: {:?}",
+            scrape.0
+        );
     }
     assert!(
         rss_second * 10 <= rss_first * 11,
@@ -203,15 +224,7 @@ async fn churn_leaves_no_session_permit_member_or_task_and_memory_stays_flat() {
 
     the_cap_opens_and_the_registry_holds_exactly_it(&server, "churn").await;
 
-    // No leaked connection task: shutdown waits for every one of them, so with none left
-    // it is over at once rather than at the 20 s shutdown timeout.
-    let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || server.terminate())
-        .await
-        .unwrap();
-    let took = started.elapsed();
-    assert!(status.success(), "{status}");
-    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    shuts_down_at_once(server).await;
 }
 
 /// Cycles whose client vanishes without a close, in each way.
@@ -291,21 +304,14 @@ async fn clients_that_vanish_without_a_close_leave_no_session_permit_member_or_t
         scrape.value("estuary_closes_total{code=\"1000\",reason=\"idle\"}"),
         SILENT as f64
     );
-    let closes: f64 = scrape
-        .samples("estuary_closes_total")
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(closes, all, "no other kind of close: {:?}", scrape.0);
+    assert_eq!(
+        all_closes(&scrape),
+        all,
+        "no other kind of close: {:?}",
+        scrape.0
+    );
 
     the_cap_opens_and_the_registry_holds_exactly_it(&server, "after-vanishing").await;
 
-    // No leaked connection task: shutdown is over at once, not at the 20 s timeout.
-    let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || server.terminate())
-        .await
-        .unwrap();
-    let took = started.elapsed();
-    assert!(status.success(), "{status}");
-    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    shuts_down_at_once(server).await;
 }
