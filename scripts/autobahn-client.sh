@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Autobahn TestSuite, client side: kosoku's fuzzing server serves every case,
-# permessage-deflate (12.* and 13.*) included, examples/autobahn_client.rs drives
-# estuary::client through them (getCaseCount, runCase echoing every message,
-# updateReports), and this script fails unless every case is OK or
-# INFORMATIONAL.
+# Autobahn TestSuite, client side: kosoku's fuzzing server serves every case but
+# EXCLUDED_CASES (none: permessage-deflate's 12.* and 13.* included),
+# examples/autobahn_client.rs drives estuary::client through them (getCaseCount,
+# runCase echoing every message, updateReports), and this script fails unless
+# exactly kosoku's other cases ran and every one is OK or INFORMATIONAL, in its
+# behavior and its closing handshake (scripts/autobahn_report.py).
 #
 # Environment:
 #   AUTOBAHN_TIMEOUT     seconds the client's run may take (default 900)
@@ -13,7 +14,9 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-readonly EXPECTED_CASES=517
+# kosoku -x patterns; the report expects kosoku's case list less these. Empty: all
+# 517 cases of kosoku 0.1.0.
+readonly EXCLUDED_CASES=()
 readonly START_TIMEOUT=30
 readonly RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-900}
 # How long kosoku may take to write its reports once the client is done.
@@ -52,8 +55,12 @@ mkdir -p "$WORK_DIR"
 rm -rf "$OUT_DIR"
 port=$(free_port) || die "could not find a free port on 127.0.0.1"
 
-info "starting: kosoku -m fuzzingserver 127.0.0.1:$port, every case (log: $KOSOKU_LOG)"
-"$VENV/bin/kosoku" -m fuzzingserver "127.0.0.1:$port" -o "$OUT_DIR" \
+exclude_args=()
+for pattern in "${EXCLUDED_CASES[@]}"; do
+    exclude_args+=(-x "$pattern")
+done
+info "starting: kosoku -m fuzzingserver 127.0.0.1:$port, excluded: ${EXCLUDED_CASES[*]:-none} (log: $KOSOKU_LOG)"
+"$VENV/bin/kosoku" -m fuzzingserver "127.0.0.1:$port" "${exclude_args[@]}" -o "$OUT_DIR" \
     >"$KOSOKU_LOG" 2>&1 </dev/null &
 kosoku_pid=$!
 if ! wait_for_port 127.0.0.1 "$port" "$START_TIMEOUT" "$kosoku_pid"; then
@@ -90,5 +97,5 @@ if [[ ! -f $OUT_DIR/index.json ]]; then
     die "kosoku wrote no $OUT_DIR/index.json (exit status $kosoku_status)"
 fi
 
-"$PYTHON" scripts/autobahn_report.py "$OUT_DIR" "$EXPECTED_CASES" client
+"$PYTHON" scripts/autobahn_report.py "$OUT_DIR" client "${exclude_args[@]}"
 ((client_status == 0)) || die "the client driver failed (exit status $client_status, see above)"

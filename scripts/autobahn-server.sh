@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Autobahn TestSuite, server side: kosoku's fuzzing client drives the example
-# server's /echo route (scripts/autobahn-server.toml) through every case,
-# permessage-deflate (12.* and 13.*) included, and this script fails unless every
-# case is OK or INFORMATIONAL.
+# server's /echo route (scripts/autobahn-server.toml) through every case but
+# EXCLUDED_CASES (none: permessage-deflate's 12.* and 13.* included), and this
+# script fails unless exactly kosoku's other cases ran and every one is OK or
+# INFORMATIONAL, in its behavior and its closing handshake
+# (scripts/autobahn_report.py).
 #
 # Environment:
 #   AUTOBAHN_SERVER_CMD  run this command instead of building the example server;
@@ -15,7 +17,9 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-readonly EXPECTED_CASES=517
+# kosoku -x patterns; the report expects kosoku's case list less these. Empty: all
+# 517 cases of kosoku 0.1.0.
+readonly EXCLUDED_CASES=()
 readonly START_TIMEOUT=30
 readonly RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-900}
 readonly WORK_DIR=target/autobahn
@@ -65,12 +69,16 @@ if ! wait_for_port 127.0.0.1 "$port" "$START_TIMEOUT" "$server_pid"; then
     die "the server under test did not start listening on 127.0.0.1:$port"
 fi
 
-info "kosoku $url (parallelism 8, every case, limit ${RUN_TIMEOUT}s)"
+exclude_args=()
+for pattern in "${EXCLUDED_CASES[@]}"; do
+    exclude_args+=(-x "$pattern")
+done
+info "kosoku $url (parallelism 8, excluded: ${EXCLUDED_CASES[*]:-none}, limit ${RUN_TIMEOUT}s)"
 started=$SECONDS
 kosoku_status=0
 # In the background so that a TERM or INT reaches the traps at once, not when
 # kosoku is done.
-timeout "$RUN_TIMEOUT" "$VENV/bin/kosoku" "$url" -p 8 -o "$OUT_DIR" &
+timeout "$RUN_TIMEOUT" "$VENV/bin/kosoku" "$url" -p 8 "${exclude_args[@]}" -o "$OUT_DIR" &
 kosoku_pid=$!
 wait "$kosoku_pid" || kosoku_status=$?
 kosoku_pid=
@@ -86,4 +94,4 @@ fi
 [[ -f $OUT_DIR/index.json ]] \
     || die "kosoku wrote no $OUT_DIR/index.json (exit status $kosoku_status)"
 
-"$PYTHON" scripts/autobahn_report.py "$OUT_DIR" "$EXPECTED_CASES" server
+"$PYTHON" scripts/autobahn_report.py "$OUT_DIR" server "${exclude_args[@]}"

@@ -1,58 +1,98 @@
 #!/usr/bin/env python3
 """Judges an Autobahn TestSuite run from the reports kosoku wrote.
 
-    autobahn_report.py OUT_DIR EXPECTED_CASES SIDE
+    autobahn_report.py OUT_DIR SIDE [-x PATTERN]...
 
 OUT_DIR holds index.json, which is {agent: {case_id: {behavior, behaviorClose,
 remoteCloseCode, duration, reportfile}}}; each case's own report (reportfile)
 says why. SIDE ("server" or "client") names what was tested in the verdict.
-Prints the counts by behavior and every case that is neither OK nor
-INFORMATIONAL (NON-STRICT included), and exits 1 if there is one, or if fewer
-than EXPECTED_CASES cases ran. Used by scripts/autobahn-server.sh and
-scripts/autobahn-client.sh.
+PATTERN is a case id or `*` glob the run excluded, exactly as given to
+kosoku's -x (repeatable).
+
+The cases that should have run are kosoku's own case list (kosoku.cases.CASES,
+from the installed package) less the excluded ones; the run fails unless every
+agent ran exactly those case ids, and every case is OK or INFORMATIONAL both in
+its behavior (NON-STRICT fails) and in its closing handshake (behaviorClose:
+FAILED, WRONG CODE, UNCLEAN and the rest fail). Prints the counts and every
+case that fails, and exits 1 if there is one. Used by
+scripts/autobahn-server.sh and scripts/autobahn-client.sh.
 """
 
+import argparse
 import json
 import os
+import re
 import sys
 from collections import Counter
+from importlib.metadata import version
 
-out_dir, expected, side = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import kosoku.cases
+
 PASSING = {"OK", "INFORMATIONAL"}
 
-with open(os.path.join(out_dir, "index.json")) as f:
-    index = json.load(f)
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("out_dir")
+parser.add_argument("side", choices=["server", "client"])
+parser.add_argument("-x", "--exclude", action="append", default=[], metavar="PATTERN")
+args = parser.parse_args()
 
 
 def case_key(case_id):
     return [int(part) for part in case_id.split(".")]
 
 
+def glob(pattern):
+    """kosoku's case pattern: an id, where `*` stands for any run of characters."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")) + r"\Z")
+
+
 def why(entry):
     try:
-        with open(os.path.join(out_dir, entry["reportfile"])) as f:
+        with open(os.path.join(args.out_dir, entry["reportfile"])) as f:
             return json.load(f).get("result") or ""
     except (OSError, ValueError, KeyError):
         return ""
 
 
+suite = list(kosoku.cases.CASES)
+problems = []
+excluded = set()
+for pattern in args.exclude:
+    matched = {case_id for case_id in suite if glob(pattern).match(case_id)}
+    if not matched:
+        problems.append(f"the excluded pattern {pattern!r} matches none of kosoku's cases")
+    excluded |= matched
+expected = set(suite) - excluded
+print(
+    f"expected: {len(expected)} cases, kosoku {version('kosoku')}'s {len(suite)} "
+    f"less {len(excluded)} excluded ({', '.join(args.exclude) or 'none'})"
+)
+
+with open(os.path.join(args.out_dir, "index.json")) as f:
+    index = json.load(f)
+if not index:
+    problems.append("index.json names no agent: no case ran")
+
 behaviors, closes = Counter(), Counter()
-failures, close_warnings = [], []
+failures = []
 for agent, cases in index.items():
     label = f"{agent} " if len(index) > 1 else ""
+    ran = set(cases)
+    for what, ids in (("missing", expected - ran), ("not expected", ran - expected)):
+        if ids:
+            listed = sorted(ids, key=case_key)
+            more = f" and {len(listed) - 20} more" if len(listed) > 20 else ""
+            problems.append(f"{label}{len(ids)} cases {what}: {' '.join(listed[:20])}{more}")
     for case_id in sorted(cases, key=case_key):
         entry = cases[case_id]
-        behavior, close = entry["behavior"], entry.get("behaviorClose", "?")
+        behavior, close = entry["behavior"], entry.get("behaviorClose", "(none)")
         behaviors[behavior] += 1
         closes[close] += 1
-        line = (
-            f"  {label}{case_id:<8} {behavior:<14} close: {close}, "
-            f"remote close code {entry.get('remoteCloseCode')}. {why(entry)}"
-        )
-        if behavior not in PASSING:
-            failures.append(line)
-        elif close not in PASSING:
-            close_warnings.append(line)
+        if behavior not in PASSING or close not in PASSING:
+            failures.append(
+                f"  {label}{case_id:<8} {behavior:<14} close: {close}, "
+                f"remote close code {entry.get('remoteCloseCode')}. {why(entry)}"
+            )
 
 total = sum(behaviors.values())
 print(f"agent: {', '.join(index) or '(none)'}")
@@ -62,19 +102,14 @@ for behavior, count in behaviors.most_common():
 print("by closing-handshake behavior: " + ", ".join(f"{k} {v}" for k, v in closes.most_common()))
 
 if failures:
-    print(f"\n{len(failures)} cases are neither OK nor INFORMATIONAL:")
+    print(f"\n{len(failures)} cases are not OK or INFORMATIONAL in behavior and closing handshake:")
     print("\n".join(failures))
-if close_warnings:
-    print(f"\nnote: {len(close_warnings)} passing cases have an odd closing handshake:")
-    print("\n".join(close_warnings))
-
-problems = []
-if failures:
-    problems.append(f"{len(failures)} of {total} cases are not OK or INFORMATIONAL")
-if total < expected:
-    problems.append(f"only {total} cases ran, expected at least {expected}")
+    problems.insert(0, f"{len(failures)} of {total} cases are not OK or INFORMATIONAL")
 if problems:
-    print(f"\nAutobahn {side} conformance FAILED: " + "; ".join(problems))
-    print(f"details: {os.path.join(out_dir, 'index.html')}")
+    print(f"\nAutobahn {args.side} conformance FAILED: " + "; ".join(problems))
+    print(f"details: {os.path.join(args.out_dir, 'index.html')}")
     sys.exit(1)
-print(f"\nAutobahn {side} conformance passed: all {total} cases OK or INFORMATIONAL")
+print(
+    f"\nAutobahn {args.side} conformance passed: the {total} expected cases ran, "
+    "each OK or INFORMATIONAL in behavior and closing handshake"
+)

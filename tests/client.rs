@@ -11,7 +11,7 @@ use common::client::{any_port, connect, estuary_echo, next, next_message, record
 use common::peers::{answer_handshake, serve_at, TungsteniteServer};
 use common::within;
 use estuary::client::{Client, ClientConfig, ClientState, ConnectError, SendError};
-use estuary::{handler_fn, CloseReason, Conn, Handler, Message, WebSocketService};
+use estuary::{CloseReason, Conn, Handler, Message, WebSocketService};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -181,13 +181,24 @@ async fn close_refuses_codes_that_may_not_be_sent() {
 
 #[tokio::test]
 async fn a_message_over_the_max_size_closes_with_1009() {
-    let server = serve_at(
-        any_port(),
-        WebSocketService::new(handler_fn(|conn: &mut Conn, _msg: Message| {
+    /// Answers any message with 2 KiB; reports why its connection closed.
+    #[derive(Clone)]
+    struct TooMuch {
+        closed: mpsc::UnboundedSender<CloseReason>,
+    }
+
+    impl Handler for TooMuch {
+        async fn on_message(&mut self, conn: &mut Conn, _msg: Message) {
             let _ = conn.send(Message::binary(vec![7u8; 2048]));
-        })),
-    )
-    .await;
+        }
+
+        async fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason) {
+            let _ = self.closed.send(reason);
+        }
+    }
+
+    let (closed, mut server_saw) = mpsc::unbounded_channel();
+    let server = serve_at(any_port(), WebSocketService::new(TooMuch { closed })).await;
     let (handler, mut seen) = recorder(false);
     let config = ClientConfig::default().with_max_message_size(1024);
     let client = connect(&server.url("/"), handler, config).await;
@@ -199,6 +210,15 @@ async fn a_message_over_the_max_size_closes_with_1009() {
         }
         other => panic!("expected a disconnect, got {other:?}"),
     }
+    // What the client put on the wire, as the server read it.
+    let reason = within("the server's on_close", server_saw.recv()).await;
+    assert_eq!(
+        reason,
+        Some(CloseReason::Remote {
+            code: 1009,
+            reason: "message too big".into()
+        })
+    );
     server.stop().await;
 }
 

@@ -1,20 +1,25 @@
 //! Property tests of the frame codec, driven through a real socket into the connection
 //! engine (the codec is not public): any bytes a client sends end in a valid close frame
 //! or a closed socket, never in a panic; valid messages come back whole and in order
-//! however they are fragmented, masked and split across reads. Bounded by
-//! `PROPTEST_CASES` (256 unless set), one connection per case.
+//! however they are fragmented, masked and split across reads. Each connection's
+//! `on_close` must run, with a reason that matches what the client saw: a connection
+//! task that died (no `on_close`) or a handler that panicked (`HandlerPanic`) fails the
+//! property. Bounded by `PROPTEST_CASES` (256 unless set), one connection per case.
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Duration;
 
 use common::{serve, RawFrame, RawWs};
-use estuary::{handler_fn, Conn, Message, WebSocketConfig, WebSocketService};
+use estuary::{CloseReason, Conn, Handler, Message, WebSocketConfig, WebSocketService};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 
 /// The largest message the fuzzing server takes.
 const MAX_MESSAGE: usize = 64 << 10;
@@ -27,9 +32,44 @@ fn cases() -> ProptestConfig {
     }
 }
 
+/// Where each case's `on_close` report goes, by the case's number.
+type Waiting = Arc<StdMutex<HashMap<u64, oneshot::Sender<CloseReason>>>>;
+
+/// Echoes every message; reports `on_close` to the case named by `?case=`.
+#[derive(Clone)]
+struct Echo {
+    waiting: Waiting,
+}
+
+impl Handler for Echo {
+    async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
+        let _ = conn.send(msg);
+    }
+
+    async fn on_close(&mut self, conn: &mut Conn, reason: CloseReason) {
+        let case: u64 = conn
+            .session()
+            .query_param("case")
+            .and_then(|n| n.parse().ok())
+            .expect("every case connects with ?case=");
+        let report = self.waiting.lock().unwrap().remove(&case);
+        // A case that gave up waiting has failed already.
+        if let Some(report) = report {
+            let _ = report.send(reason);
+        }
+    }
+}
+
+/// The fuzzing server: its runtime, its address, and the cases waiting for `on_close`.
+struct Fuzzed {
+    runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    waiting: Waiting,
+}
+
 /// One echo server for every case, on a runtime of its own.
-fn server() -> &'static (tokio::runtime::Runtime, SocketAddr) {
-    static SERVER: OnceLock<(tokio::runtime::Runtime, SocketAddr)> = OnceLock::new();
+fn server() -> &'static Fuzzed {
+    static SERVER: OnceLock<Fuzzed> = OnceLock::new();
     SERVER.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -40,16 +80,50 @@ fn server() -> &'static (tokio::runtime::Runtime, SocketAddr) {
             .with_max_message_size(MAX_MESSAGE)
             .with_close_timeout(Duration::from_millis(300))
             .with_keepalive(None, Duration::from_secs(1));
-        let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
-            let _ = conn.send(msg);
-        }))
+        let waiting = Waiting::default();
+        let echo = WebSocketService::new(Echo {
+            waiting: waiting.clone(),
+        })
         .with_config(config);
         let server = runtime.block_on(serve(echo));
         let addr = server.addr;
         // Serves until the test process exits.
         std::mem::forget(server);
-        (runtime, addr)
+        Fuzzed {
+            runtime,
+            addr,
+            waiting,
+        }
     })
+}
+
+/// One case's connection, and its `on_close` report to come.
+struct Case {
+    ws: RawWs,
+    closed: oneshot::Receiver<CloseReason>,
+}
+
+impl Fuzzed {
+    /// Connects for a new case.
+    async fn connect(&self) -> Case {
+        static CASES: AtomicU64 = AtomicU64::new(0);
+        let case = CASES.fetch_add(1, Ordering::Relaxed);
+        let (report, closed) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(case, report);
+        let ws = RawWs::connect(self.addr, &format!("/?case={case}")).await;
+        Case { ws, closed }
+    }
+}
+
+impl Case {
+    /// Why the connection ended, as its `on_close` said; fails the test if `on_close`
+    /// does not run within a few seconds (the close timeout is 300 ms).
+    async fn on_close(self) -> CloseReason {
+        tokio::time::timeout(Duration::from_secs(5), self.closed)
+            .await
+            .expect("on_close ran (or else the connection task died)")
+            .expect("the server reports every on_close")
+    }
 }
 
 /// A client frame: any header bits, a mask or none, and a declared length that may lie.
@@ -201,38 +275,50 @@ proptest! {
         tail in proptest::collection::vec(any::<u8>(), 0..20),
         pieces in proptest::collection::vec(any::<usize>(), 0..3),
     ) {
-        let (runtime, addr) = server();
+        let server = server();
         let mut bytes: Vec<u8> = frames.iter().flat_map(RawFrameSpec::encode).collect();
         bytes.extend_from_slice(&tail);
-        let (taken, received) = runtime.block_on(async {
-            let mut ws = RawWs::connect(*addr, "/").await;
-            let taken = send_in_pieces(&mut ws, &bytes, &pieces, true).await;
-            (taken, read_to_end(&mut ws).await)
+        let (taken, received, reason) = server.runtime.block_on(async {
+            let mut case = server.connect().await;
+            let taken = send_in_pieces(&mut case.ws, &bytes, &pieces, true).await;
+            let received = read_to_end(&mut case.ws).await;
+            (taken, received, case.on_close().await)
         });
+        prop_assert_ne!(&reason, &CloseReason::HandlerPanic, "{:?}", received);
         // The server stops reading only after it has said why, in a close frame.
         prop_assert!(
             taken || received.iter().any(|frame| frame.opcode == 8),
             "the server closed without a close frame: {received:?}"
         );
-        let mut closed = false;
+        let mut close = None;
         for frame in &received {
-            prop_assert!(!closed, "a frame after the close frame: {:?}", received);
+            prop_assert!(close.is_none(), "a frame after the close frame: {:?}", received);
             prop_assert!(frame.fin, "the server does not fragment: {frame:?}");
             match frame.opcode {
                 1 | 2 | 10 => {}
                 8 => {
-                    closed = true;
+                    // The code the server sent, 1005 for none.
+                    let mut code = 1005;
                     if !frame.payload.is_empty() {
                         prop_assert!(frame.payload.len() >= 2, "{frame:?}");
-                        let (code, reason) = frame.close();
+                        let text;
+                        (code, text) = frame.close();
                         prop_assert!(
                             matches!(code, 1000..=1003 | 1007..=1010 | 1012..=1014 | 3000..=4999),
-                            "close code {code} ({reason})"
+                            "close code {code} ({text})"
                         );
                     }
+                    close = Some(code);
                 }
                 other => prop_assert!(false, "opcode {other}: {frame:?}"),
             }
+        }
+        // `on_close` learns what the client was told: the code of the server's close frame
+        // (its answer to the client's close echoes the client's code), or a lost connection
+        // when there was none.
+        match close {
+            Some(code) => prop_assert_eq!(reason.code(), code, "{} / {:?}", reason, received),
+            None => prop_assert_eq!(&reason, &CloseReason::ConnectionLost, "{:?}", received),
         }
     }
 }
@@ -327,7 +413,7 @@ proptest! {
         messages in proptest::collection::vec(fragmented(), 1..5),
         pieces in proptest::collection::vec(any::<usize>(), 0..4),
     ) {
-        let (runtime, addr) = server();
+        let server = server();
         let mut bytes = Vec::new();
         let mut expected = Vec::new();
         for message in &messages {
@@ -337,11 +423,12 @@ proptest! {
         }
         bytes.extend(frame(true, 8, [9, 8, 7, 6], &1000u16.to_be_bytes()));
         expected.push(RawFrame { fin: true, opcode: 8, payload: 1000u16.to_be_bytes().to_vec() });
-        let received = runtime.block_on(async {
-            let mut ws = RawWs::connect(*addr, "/").await;
-            assert!(send_in_pieces(&mut ws, &bytes, &pieces, false).await);
-            read_to_end(&mut ws).await
+        let (received, reason) = server.runtime.block_on(async {
+            let mut case = server.connect().await;
+            assert!(send_in_pieces(&mut case.ws, &bytes, &pieces, false).await);
+            (read_to_end(&mut case.ws).await, case.on_close().await)
         });
         prop_assert_eq!(received, expected);
+        prop_assert_eq!(reason, CloseReason::Remote { code: 1000, reason: String::new() });
     }
 }

@@ -220,18 +220,47 @@ async fn graceful_shutdown_closes_every_socket_with_1001_and_runs_on_close() {
 }
 
 /// A shutdown signal that has already fired when `serve` starts: nothing is accepted, and
-/// `serve` returns.
-#[tokio::test]
+/// `serve` returns. Clients are already waiting in the listen backlog with their upgrade
+/// requests sent, so a server that accepted even one would answer it (or upgrade it and
+/// run its `on_open` and `on_close`); each must instead see its connection end unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_signal_has_already_fired_accepts_nothing_and_returns() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = estuary::Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr().unwrap();
-    let (service, _reasons) = reporter();
+    let (service, mut reasons) = reporter();
+    let mut waiting = Vec::new();
+    for _ in 0..20 {
+        // The kernel completes the TCP handshake for a bound, listening socket.
+        let mut stream = within("connect", tokio::net::TcpStream::connect(addr))
+            .await
+            .unwrap();
+        let request = common::handshake_request("/", "");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        waiting.push(stream);
+    }
     within(
         "serve returns",
         server.serve_with_shutdown(service, std::future::ready(())),
     )
     .await
     .unwrap();
+    for mut stream in waiting {
+        let mut answer = Vec::new();
+        let read = within("the connection ends", stream.read_to_end(&mut answer)).await;
+        match read {
+            Ok(_) => assert!(
+                answer.is_empty(),
+                "a client was answered: {}",
+                String::from_utf8_lossy(&answer)
+            ),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    assert!(
+        reasons.try_recv().is_err(),
+        "a connection was upgraded and closed"
+    );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed"

@@ -8,7 +8,7 @@
 //!                       -> AuthLayer -> SessionLimitsLayer -> WebSocketService (echo)
 //!          chat_path -> the same layers -> WebSocketService (chat, on the hub)
 //!          /         -> the chat page
-//!          metrics_path -> Prometheus text
+//!          metrics_path -> Prometheus text (the library's metrics, the hub's registry)
 //!          anything else -> 404
 //! ```
 //!
@@ -87,7 +87,7 @@ impl App {
             .route(&config.chat_path, websocket.wrap(chat))
             .route("/", page());
         if let (Some(path), Some(metrics)) = (&config.metrics_path, shared.metrics) {
-            routes = routes.route(path, metrics_route(metrics));
+            routes = routes.route(path, metrics_route(metrics, shared.hub));
         }
         let draining = Draining::new();
         let health = HealthLayer::new(config.health_path.as_str()).with_draining(draining.clone());
@@ -196,10 +196,31 @@ fn page() -> Route {
     }))
 }
 
-/// The metrics the library records, in Prometheus text format.
-fn metrics_route(metrics: PrometheusHandle) -> Route {
+/// The metrics the library records, in Prometheus text format, and the size of this
+/// process's hub registry at the moment of the scrape: `estuary_hub_sessions`,
+/// `estuary_hub_users`, `estuary_hub_channels` and `estuary_hub_names` (gauges).
+fn metrics_route(metrics: PrometheusHandle, hub: Hub) -> Route {
     BoxCloneSyncService::new(service_fn(move |_request: Request<Incoming>| {
-        let text = metrics.render();
+        let mut text = metrics.render();
+        let stats = hub.stats();
+        for (name, help, value) in [
+            (
+                "sessions",
+                "Connections registered with the hub.",
+                stats.sessions,
+            ),
+            ("users", "Users with at least one connection.", stats.users),
+            (
+                "channels",
+                "Channels with at least one member.",
+                stats.channels,
+            ),
+            ("names", "Unique names held.", stats.names),
+        ] {
+            text.push_str(&format!(
+                "# HELP estuary_hub_{name} {help}\n# TYPE estuary_hub_{name} gauge\nestuary_hub_{name} {value}\n"
+            ));
+        }
         async move {
             let mut response = Response::new(full(text));
             response.headers_mut().insert(

@@ -310,6 +310,11 @@ impl Server {
         tokio::pin!(signal);
         let signalled =
             std::future::poll_fn(|cx| Poll::Ready(signal.as_mut().poll(cx).is_ready())).await;
+        if signalled {
+            // Before the accept loop starts (on another worker, perhaps at once), so that
+            // it never takes a connection waiting in the backlog.
+            stop_accepting.cancel();
+        }
         let mut accepting = AbortOnDropHandle::new(tokio::spawn(acceptor.run(service)));
         let stop = async {
             if !signalled {
@@ -395,6 +400,9 @@ impl Acceptor {
 
         loop {
             let (stream, peer) = tokio::select! {
+                // A stop wins over a connection ready at the same time.
+                biased;
+                () = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -406,7 +414,6 @@ impl Acceptor {
                         }
                     }
                 },
-                () = stop.cancelled() => break,
             };
             let _ = stream.set_nodelay(true);
             let permit = match pending.try_acquire(peer.ip()) {

@@ -88,6 +88,8 @@ pub struct ExampleServer {
     /// The address it logged as listening on.
     pub addr: SocketAddr,
     stdout: Arc<Mutex<String>>,
+    /// Reads stdout into `stdout` until the server exits.
+    reader: Option<std::thread::JoinHandle<()>>,
     _config: Option<tempfile::NamedTempFile>,
 }
 
@@ -149,7 +151,7 @@ impl ExampleServer {
         let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
         let log = stdout.clone();
         // Reads every line, so that the server never blocks on a full pipe.
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("addr=").nth(1) {
                     if line.contains("listening") {
@@ -169,6 +171,7 @@ impl ExampleServer {
                     child,
                     addr,
                     stdout,
+                    reader: Some(reader),
                     _config: config,
                 });
             }
@@ -202,8 +205,22 @@ impl ExampleServer {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// Sends SIGTERM, waits for the process to exit, and returns everything it logged:
+    /// unlike [`ExampleServer::logs`], no line can still be on its way.
+    pub fn terminate_with_logs(mut self) -> (ExitStatus, String) {
+        let status = self.stop();
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader never panics");
+        }
+        (status, self.logs())
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> ExitStatus {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
         // SAFETY: kill(2) with a pid this test started and has not yet waited for.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill -TERM");

@@ -1,6 +1,7 @@
 //! Servers for the client tests: an estuary server at a chosen address (to restart it
 //! where the client expects it), a tokio-tungstenite echo server as a reference peer,
-//! and a silent server that completes the handshake and then never reads.
+//! a silent server that completes the handshake and then never reads, and a server
+//! that answers pings until told to stop.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -110,6 +111,61 @@ impl SilentServer {
 }
 
 impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A tokio-tungstenite server that answers every ping (tungstenite queues the pong as it
+/// reads) until [`MuteServer::mute`], and from then on holds its connections open
+/// without reading nor writing: a peer that has gone away without a FIN.
+pub struct MuteServer {
+    pub addr: SocketAddr,
+    mute: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl MuteServer {
+    pub async fn start() -> MuteServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mute, muted) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut muted = muted.clone();
+                connections.spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    loop {
+                        tokio::select! {
+                            read = ws.next() => if !matches!(read, Some(Ok(_))) {
+                                return;
+                            },
+                            _ = muted.wait_for(|muted| *muted) => break,
+                        }
+                    }
+                    // Held, never polled again, until the server is dropped.
+                    std::future::pending::<()>().await;
+                    drop(ws);
+                });
+            }
+        });
+        MuteServer { addr, mute, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Stops answering pings, on every connection, from now on.
+    pub fn mute(&self) {
+        self.mute.send_replace(true);
+    }
+}
+
+impl Drop for MuteServer {
     fn drop(&mut self) {
         self.task.abort();
     }

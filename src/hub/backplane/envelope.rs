@@ -173,14 +173,32 @@ mod tests {
 
     #[test]
     fn malformed_envelopes_are_rejected_not_panicked_on() {
+        let body = br#"{"k":1}"#;
         let good = encode(
             7,
             1,
             &Target::channel("c"),
-            &Payload::Event(Bytes::from_static(b"{}")),
+            &Payload::Event(Bytes::from_static(body)),
         );
-        for cut in 0..good.len() - 2 {
-            let _ = decode(good.slice(..cut));
+        for target in [
+            Target::session("s1"),
+            Target::user("alice"),
+            Target::user_session("alice", "s2"),
+            Target::channel("lobby"),
+            Target::name("referee"),
+        ] {
+            let whole = encode(7, 1, &target, &Payload::Event(Bytes::from_static(body)));
+            assert!(decode(whole.clone()).is_ok(), "{target:?}");
+            // The body runs to the end of the envelope, so a cut inside it cannot show;
+            // a cut anywhere before it (header, kind, target) must.
+            let framing = whole.len() - body.len();
+            for cut in 0..framing {
+                assert!(
+                    decode(whole.slice(..cut)).is_err(),
+                    "{target:?}: the first {cut} of {} bytes decoded",
+                    whole.len()
+                );
+            }
         }
         assert!(decode(Bytes::from_static(&[9; 40])).is_err());
         let mut flagged = good.to_vec();
