@@ -34,8 +34,13 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 pub const CREDENTIAL_HEADERS: &str = "Authorization: Basic YWxpY2U6d29uZGVybGFuZA==\r\n\
                                       Origin: http://bench.example\r\n";
 
-/// The upgrade request for `path` on the server at `addr`, with [`CREDENTIAL_HEADERS`].
-pub fn upgrade_request(addr: SocketAddr, path: &str) -> String {
+/// The permessage-deflate offer of a client that compresses, as browsers make it.
+pub const DEFLATE_OFFER: &str =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
+/// The upgrade request for `path` on the server at `addr`, with [`CREDENTIAL_HEADERS`] and
+/// `extra` header lines.
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\n\
          Host: {addr}\r\n\
@@ -44,8 +49,17 @@ pub fn upgrade_request(addr: SocketAddr, path: &str) -> String {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\n\
          {CREDENTIAL_HEADERS}\
+         {extra}\
          \r\n"
     )
+}
+
+/// Whether a connection offers permessage-deflate, and then requires the server to
+/// accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Off,
+    Offered,
 }
 
 /// A client WebSocket connection that sends pre-encoded frames and counts the replies.
@@ -56,12 +70,14 @@ pub struct Connection {
     buffer: Box<[u8]>,
     /// Replies that arrived with the handshake response, handed out by the next `recv`.
     early_replies: u64,
+    /// Bytes read since the upgrade.
+    bytes_read: u64,
 }
 
 impl Connection {
     /// Connects to `addr`, upgrades `GET path`, and checks for `101 Switching Protocols`.
     pub async fn open(addr: SocketAddr, path: &str) -> anyhow::Result<Self> {
-        Self::connect(addr, path, READ_BUFFER_SIZE).await
+        Self::connect(addr, path, READ_BUFFER_SIZE, Compression::Off).await
     }
 
     /// Like [`Connection::open`] with a read buffer of `buffer_size` bytes, for replies
@@ -70,8 +86,9 @@ impl Connection {
         addr: SocketAddr,
         path: &str,
         buffer_size: usize,
+        compression: Compression,
     ) -> anyhow::Result<Self> {
-        Self::connect(addr, path, buffer_size.max(READ_BUFFER_SIZE)).await
+        Self::connect(addr, path, buffer_size.max(READ_BUFFER_SIZE), compression).await
     }
 
     /// Like [`Connection::open`] with a small read buffer, for the thousands of
@@ -80,8 +97,13 @@ impl Connection {
     /// so that the connection is quiet from then on. Dropped, it resets the TCP connection
     /// instead of closing it, so that ten thousand of them leave no TIME_WAIT behind to run
     /// the client out of ports.
-    pub async fn open_quiet(addr: SocketAddr, path: &str, greeting: u64) -> anyhow::Result<Self> {
-        let mut connection = Self::connect(addr, path, QUIET_READ_BUFFER_SIZE).await?;
+    pub async fn open_quiet(
+        addr: SocketAddr,
+        path: &str,
+        greeting: u64,
+        compression: Compression,
+    ) -> anyhow::Result<Self> {
+        let mut connection = Self::connect(addr, path, QUIET_READ_BUFFER_SIZE, compression).await?;
         connection
             .stream
             .set_zero_linger()
@@ -99,7 +121,12 @@ impl Connection {
         Ok(connection)
     }
 
-    async fn connect(addr: SocketAddr, path: &str, buffer_size: usize) -> anyhow::Result<Self> {
+    async fn connect(
+        addr: SocketAddr,
+        path: &str,
+        buffer_size: usize,
+        compression: Compression,
+    ) -> anyhow::Result<Self> {
         let stream = timeout(SETUP_TIMEOUT, TcpStream::connect(addr))
             .await
             .with_context(|| format!("connecting to {addr}: timed out"))?
@@ -112,16 +139,26 @@ impl Connection {
             replies: ReplyCounter::default(),
             buffer: vec![0; buffer_size].into_boxed_slice(),
             early_replies: 0,
+            bytes_read: 0,
         };
-        timeout(SETUP_TIMEOUT, connection.handshake(addr, path))
+        timeout(SETUP_TIMEOUT, connection.handshake(addr, path, compression))
             .await
             .with_context(|| format!("WebSocket handshake with {addr}{path}: timed out"))??;
         Ok(connection)
     }
 
-    async fn handshake(&mut self, addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    async fn handshake(
+        &mut self,
+        addr: SocketAddr,
+        path: &str,
+        compression: Compression,
+    ) -> anyhow::Result<()> {
+        let extra = match compression {
+            Compression::Off => "",
+            Compression::Offered => DEFLATE_OFFER,
+        };
         self.stream
-            .write_all(upgrade_request(addr, path).as_bytes())
+            .write_all(upgrade_request(addr, path, extra).as_bytes())
             .await
             .context("sending the upgrade request")?;
 
@@ -154,6 +191,12 @@ impl Connection {
         if !status_line.starts_with("HTTP/1.1 101") {
             bail!("upgrade refused: {status_line:?} (wanted HTTP/1.1 101)");
         }
+        let accepted = String::from_utf8_lossy(&head[..head_end])
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions: permessage-deflate");
+        if compression == Compression::Offered && !accepted {
+            bail!("the server did not accept the permessage-deflate offer");
+        }
         self.early_replies = self.replies.feed(&head[head_end..])?;
         Ok(())
     }
@@ -177,7 +220,20 @@ impl Connection {
             .with_context(|| format!("no reply within {wait:?}"))?
             .context("reading replies")?;
         ensure!(read > 0, "server closed the connection");
+        self.bytes_read += read as u64;
         self.replies.feed(&self.buffer[..read])
+    }
+}
+
+impl Connection {
+    /// Bytes read since the upgrade.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Data messages read whose first frame had RSV1 set (compressed).
+    pub fn compressed_replies(&self) -> u64 {
+        self.replies.compressed()
     }
 }
 

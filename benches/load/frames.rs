@@ -46,6 +46,37 @@ pub fn text_frame(text: &str) -> Vec<u8> {
     client_frame(OPCODE_TEXT, text.as_bytes())
 }
 
+/// One masked text frame carrying `text` compressed (permessage-deflate, RSV1 set), each
+/// message on its own: valid for any server that agreed to no client context takeover,
+/// which Estuary's default mode asks for.
+pub fn compressed_text_frame(text: &str) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut compressor = Compress::new_with_window_bits(Compression::new(1), false, 15);
+    let mut compressed = Vec::with_capacity(text.len() + 64);
+    compressor
+        .compress_vec(text.as_bytes(), &mut compressed, FlushCompress::Sync)
+        .expect("compresses");
+    assert!(
+        compressed.ends_with(&[0, 0, 0xff, 0xff]),
+        "a sync flush ends the data"
+    );
+    compressed.truncate(compressed.len() - 4);
+    let mut frame = client_frame(OPCODE_TEXT, &compressed);
+    frame[0] |= 0x40;
+    frame
+}
+
+impl EncodedFrames {
+    /// One frame as it is, for scenarios that send the same frame again and again.
+    pub fn one(frame: Vec<u8>) -> Self {
+        Self {
+            frame_len: frame.len(),
+            bytes: frame,
+            count: 1,
+        }
+    }
+}
+
 /// A masked client frame: FIN set, the header for `payload`'s length, the payload masked
 /// with [`MASK_KEY`].
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -93,9 +124,16 @@ pub struct ReplyCounter {
     payload_left: u64,
     in_payload: bool,
     control_payload: Vec<u8>,
+    /// Data messages whose first frame had RSV1 set.
+    compressed: u64,
 }
 
 impl ReplyCounter {
+    /// Data messages so far whose first frame had RSV1 set (compressed).
+    pub fn compressed(&self) -> u64 {
+        self.compressed
+    }
+
     /// Consumes `data` and returns how many data messages it completed.
     pub fn feed(&mut self, mut data: &[u8]) -> anyhow::Result<u64> {
         let mut messages = 0;
@@ -141,6 +179,9 @@ impl ReplyCounter {
         ensure!(second & 0x80 == 0, "server sent a masked frame");
         self.fin = first & 0x80 != 0;
         self.opcode = first & 0x0f;
+        if first & 0x40 != 0 && self.opcode != OPCODE_CONTINUATION {
+            self.compressed += 1;
+        }
         self.payload_left = match second & 0x7f {
             126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
             127 => u64::from_be_bytes(

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo bench --bench load --features redis -- [--quick] [--rounds N]
-//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing]
+//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,compression,
+//!                  idle-deflate,cross-node,routing]
 //!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
 //!
@@ -91,7 +92,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing"
+        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,compression,idle-deflate,cross-node,routing"
     )]
     scenarios: Vec<Scenario>,
 

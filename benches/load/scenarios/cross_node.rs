@@ -16,7 +16,7 @@ use anyhow::{ensure, Context as _};
 
 use super::Outcome;
 use crate::backplane::{serial_publishes_per_s, DelayProxy, NodeProcess, RedisProcess};
-use crate::client::Connection;
+use crate::client::{Compression, Connection};
 use crate::cpu;
 use crate::frames::text_frame;
 use crate::metric::{Better, Measurement, Metric};
@@ -112,10 +112,10 @@ pub async fn run(_target: &Target, settings: &CrossNodeSettings) -> anyhow::Resu
     let url = format!("redis://{}/", proxy.addr);
     let node_a = NodeProcess::start(&url, false, cpu::SERVER_CPU)?;
     let node_b = NodeProcess::start(&url, false, cpu::SERVER_CPU)?;
-    let mut member = Connection::open_quiet(node_b.addr, "/?join=cross", 1)
+    let mut member = Connection::open_quiet(node_b.addr, "/?join=cross", 1, Compression::Off)
         .await
         .context("opening the member on node B")?;
-    let mut publisher = Connection::open_quiet(node_a.addr, "/", 1)
+    let mut publisher = Connection::open_quiet(node_a.addr, "/", 1, Compression::Off)
         .await
         .context("opening the publisher on node A")?;
     let frame = text_frame(&format!("cross {}", "m".repeat(settings.payload_len)));

@@ -12,6 +12,7 @@
 //! The client reads all subscribers on its one core, a task per socket; the publisher's own
 //! copies pile up unread in its socket buffer, a few hundred bytes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::{open_quiet_connections, Outcome};
-use crate::client::Connection;
+use crate::client::{Compression, Connection};
 use crate::cpu;
 use crate::frames::text_frame;
 use crate::metric::{Better, Measurement, Metric};
@@ -124,8 +125,63 @@ pub const METRICS: &[&Metric] = &[
     &CLIENT_CPU,
 ];
 
+/// What one fan-out run found.
+pub struct FanOut {
+    /// The median time from the publisher's write to the first subscriber's read.
+    pub first: Duration,
+    /// The median time from the publisher's write to the last subscriber's read.
+    pub last: Duration,
+    /// Subscribers over the median last-delivery time.
+    pub deliveries_per_s: f64,
+    /// Bytes the subscribers read per delivery, frame headers included.
+    pub wire_bytes: f64,
+    /// The share of measured deliveries that came compressed.
+    pub compressed_share: f64,
+    /// Server CPU time per delivery.
+    pub server_cpu_per_delivery: Duration,
+    /// CPU use over the measured messages.
+    pub cpu: cpu::CpuUse,
+}
+
 /// Subscribes, publishes, and times each message's way to every subscriber.
 pub async fn run(target: &Target, settings: &FanOutSettings) -> anyhow::Result<Outcome> {
+    let run = measure(target, settings, Compression::Off, "fan-out message").await?;
+    let measurements = vec![
+        Measurement {
+            metric: &LAST_DELIVERY,
+            value: millis(run.last),
+        },
+        Measurement {
+            metric: &DELIVERIES,
+            value: run.deliveries_per_s,
+        },
+        Measurement {
+            metric: &FIRST_DELIVERY,
+            value: millis(run.first),
+        },
+        Measurement {
+            metric: &SERVER_CPU,
+            value: run.cpu.server,
+        },
+        Measurement {
+            metric: &CLIENT_CPU,
+            value: run.cpu.client,
+        },
+    ];
+    Ok(Outcome {
+        measurements,
+        warnings: run.cpu.contention().into_iter().collect(),
+    })
+}
+
+/// One fan-out run: subscribers that offer `compression` or not, and messages whose text
+/// is `text` and the message's number.
+pub async fn measure(
+    target: &Target,
+    settings: &FanOutSettings,
+    compression: Compression,
+    text: &str,
+) -> anyhow::Result<FanOut> {
     let route = target
         .kind
         .fan_out_route()
@@ -135,12 +191,14 @@ pub async fn run(target: &Target, settings: &FanOutSettings) -> anyhow::Result<O
         route,
         settings.subscribers,
         settings.concurrency,
+        compression,
         "fan-out",
     )
     .await?;
-    let mut publisher = Connection::open_quiet(target.addr, route.path, route.greeting)
-        .await
-        .context("opening the publisher")?;
+    let mut publisher =
+        Connection::open_quiet(target.addr, route.path, route.greeting, Compression::Off)
+            .await
+            .context("opening the publisher")?;
 
     let deliveries = Arc::new(Deliveries::default());
     let mut readers = JoinSet::new();
@@ -156,14 +214,16 @@ pub async fn run(target: &Target, settings: &FanOutSettings) -> anyhow::Result<O
 
     let count = settings.subscribers as u64;
     let mut meter = None;
+    let mut measured_from = (0, 0);
     let (mut first, mut last) = (Vec::new(), Vec::new());
     for message in 0..settings.warmup_messages + settings.messages {
         let measured = message >= settings.warmup_messages;
         if message == settings.warmup_messages {
             meter = Some(cpu::CpuMeter::start(target.pid)?);
+            measured_from = deliveries.bytes_and_compressed();
         }
         let frame = text_frame(&format!(
-            r#"{{"type":"say","channel":"fanout","text":"fan-out message {message}"}}"#
+            r#"{{"type":"say","channel":"fanout","text":"{text} {message}"}}"#
         ));
         let goal = count * (message as u64 + 1);
         deliveries.expect(goal);
@@ -199,6 +259,7 @@ pub async fn run(target: &Target, settings: &FanOutSettings) -> anyhow::Result<O
         }
     }
     let cpu_use = meter.context("there was no measured message")?.stop()?;
+    let measured_to = deliveries.bytes_and_compressed();
     readers.abort_all();
     ensure!(
         deliveries.count() == count * (settings.warmup_messages + settings.messages) as u64,
@@ -209,31 +270,15 @@ pub async fn run(target: &Target, settings: &FanOutSettings) -> anyhow::Result<O
     first.sort_unstable();
     last.sort_unstable();
     let median_last = last[last.len() / 2];
-    let measurements = vec![
-        Measurement {
-            metric: &LAST_DELIVERY,
-            value: millis(median_last),
-        },
-        Measurement {
-            metric: &DELIVERIES,
-            value: count as f64 / median_last.as_secs_f64(),
-        },
-        Measurement {
-            metric: &FIRST_DELIVERY,
-            value: millis(first[first.len() / 2]),
-        },
-        Measurement {
-            metric: &SERVER_CPU,
-            value: cpu_use.server,
-        },
-        Measurement {
-            metric: &CLIENT_CPU,
-            value: cpu_use.client,
-        },
-    ];
-    Ok(Outcome {
-        measurements,
-        warnings: cpu_use.contention().into_iter().collect(),
+    let delivered = (count * settings.messages as u64) as f64;
+    Ok(FanOut {
+        first: first[first.len() / 2],
+        last: median_last,
+        deliveries_per_s: count as f64 / median_last.as_secs_f64(),
+        wire_bytes: (measured_to.0 - measured_from.0) as f64 / delivered,
+        compressed_share: (measured_to.1 - measured_from.1) as f64 / delivered,
+        server_cpu_per_delivery: cpu_use.server_time.div_f64(delivered),
+        cpu: cpu_use,
     })
 }
 
@@ -245,7 +290,12 @@ async fn read_deliveries(
     wait: Duration,
 ) -> anyhow::Result<()> {
     loop {
+        let (bytes, compressed) = (subscriber.bytes_read(), subscriber.compressed_replies());
         let arrived = subscriber.recv(wait).await?;
+        deliveries.read(
+            subscriber.bytes_read() - bytes,
+            subscriber.compressed_replies() - compressed,
+        );
         if arrived > 0 {
             deliveries.arrived(arrived);
         }
@@ -259,6 +309,9 @@ struct Deliveries {
     state: Mutex<DeliveryState>,
     /// Woken when the goal is reached.
     done: Notify,
+    /// Bytes the subscribers read, and compressed messages among what they read.
+    bytes: AtomicU64,
+    compressed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -273,6 +326,19 @@ struct DeliveryState {
 }
 
 impl Deliveries {
+    /// Counts what one subscriber's read brought.
+    fn read(&self, bytes: u64, compressed: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.compressed.fetch_add(compressed, Ordering::Relaxed);
+    }
+
+    fn bytes_and_compressed(&self) -> (u64, u64) {
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.compressed.load(Ordering::Relaxed),
+        )
+    }
+
     /// Starts timing a message, which is delivered when the count reaches `goal`.
     fn expect(&self, goal: u64) {
         let mut state = self

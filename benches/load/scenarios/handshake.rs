@@ -152,7 +152,9 @@ pub const METRICS: &[&Metric] = &[
 
 /// A warm-up batch, then the measured ones: the median rate, and the CPU both sides used.
 pub async fn run(target: &Target, settings: &HandshakeSettings) -> anyhow::Result<Outcome> {
-    let request: Arc<[u8]> = upgrade_request(target.addr, ECHO_PATH).into_bytes().into();
+    let request: Arc<[u8]> = upgrade_request(target.addr, ECHO_PATH, "")
+        .into_bytes()
+        .into();
     let sources = Arc::new(AtomicUsize::new(0));
     run_batch(
         target.addr,

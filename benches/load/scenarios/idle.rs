@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep;
 
 use super::{open_quiet_connections, Outcome};
+use crate::client::Compression;
 use crate::memory::{memory, Memory};
 use crate::metric::{Better, Measurement, Metric};
 use crate::servers::{ServerKind, Target};
@@ -114,14 +115,86 @@ pub const METRICS: &[&Metric] = &[
     &RSS_AFTER,
 ];
 
+/// RSS growth per connection, with permessage-deflate negotiated on every one: Estuary
+/// alone, to compare with its own plain row.
+const DEFLATE_BYTES_PER_CONNECTION: Metric = Metric {
+    key: "idle_deflate_bytes_per_conn",
+    label: "idle bytes/conn @10k, permessage-deflate",
+    better: Better::Neither,
+    decimals: 0,
+    in_table: true,
+    reference: ServerKind::Estuary,
+};
+
+/// Every metric of the compressed variant, in table order.
+pub const DEFLATE_METRICS: &[&Metric] = &[&DEFLATE_BYTES_PER_CONNECTION];
+
+/// What one idle run found.
+struct Idle {
+    before: Memory,
+    after: Memory,
+    sockets: usize,
+}
+
+impl Idle {
+    fn per_connection(&self, field: impl Fn(&Memory) -> u64) -> f64 {
+        (field(&self.after) as f64 - field(&self.before) as f64) / self.sockets as f64
+    }
+}
+
 /// Opens the warm-up and the measured connections and reports the memory they cost.
 pub async fn run(target: &Target, settings: &IdleSettings) -> anyhow::Result<Outcome> {
+    let idle = measure(target, settings, Compression::Off).await?;
+    let measurements = vec![
+        Measurement {
+            metric: &BYTES_PER_CONNECTION,
+            value: idle.per_connection(|m| m.rss),
+        },
+        Measurement {
+            metric: &ANON_BYTES_PER_CONNECTION,
+            value: idle.per_connection(|m| m.anon),
+        },
+        Measurement {
+            metric: &RSS_BEFORE,
+            value: idle.before.rss as f64,
+        },
+        Measurement {
+            metric: &RSS_AFTER,
+            value: idle.after.rss as f64,
+        },
+    ];
+    // Memory is not CPU time: other work on the cores does not make these figures noise.
+    Ok(Outcome {
+        measurements,
+        warnings: Vec::new(),
+    })
+}
+
+/// The same with permessage-deflate offered by every connection (and accepted: Estuary's
+/// default shared mode keeps no compression state on an idle connection).
+pub async fn run_deflate(target: &Target, settings: &IdleSettings) -> anyhow::Result<Outcome> {
+    let idle = measure(target, settings, Compression::Offered).await?;
+    Ok(Outcome {
+        measurements: vec![Measurement {
+            metric: &DEFLATE_BYTES_PER_CONNECTION,
+            value: idle.per_connection(|m| m.rss),
+        }],
+        warnings: Vec::new(),
+    })
+}
+
+async fn measure(
+    target: &Target,
+    settings: &IdleSettings,
+    compression: Compression,
+) -> anyhow::Result<Idle> {
     let route = target.kind.idle_route();
     let warmup = open_quiet_connections(
         target,
         route,
         settings.warmup_sockets,
         settings.concurrency,
+        compression,
         "idle warm-up",
     )
     .await?;
@@ -131,6 +204,7 @@ pub async fn run(target: &Target, settings: &IdleSettings) -> anyhow::Result<Out
         route,
         settings.sockets,
         settings.concurrency,
+        compression,
         "idle",
     )
     .await?;
@@ -144,31 +218,10 @@ pub async fn run(target: &Target, settings: &IdleSettings) -> anyhow::Result<Out
     );
     drop(connections);
     drop(warmup);
-
-    let per_connection =
-        |before: u64, after: u64| (after as f64 - before as f64) / settings.sockets as f64;
-    let measurements = vec![
-        Measurement {
-            metric: &BYTES_PER_CONNECTION,
-            value: per_connection(before.rss, after.rss),
-        },
-        Measurement {
-            metric: &ANON_BYTES_PER_CONNECTION,
-            value: per_connection(before.anon, after.anon),
-        },
-        Measurement {
-            metric: &RSS_BEFORE,
-            value: before.rss as f64,
-        },
-        Measurement {
-            metric: &RSS_AFTER,
-            value: after.rss as f64,
-        },
-    ];
-    // Memory is not CPU time: other work on the cores does not make these figures noise.
-    Ok(Outcome {
-        measurements,
-        warnings: Vec::new(),
+    Ok(Idle {
+        before,
+        after,
+        sockets: settings.sockets,
     })
 }
 

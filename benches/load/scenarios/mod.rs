@@ -5,6 +5,7 @@
 //! settings, metrics and `run`, and a [`Scenario`] variant; the rounds, the table, the JSON
 //! and the chart pick it up.
 
+mod compression;
 mod cross_node;
 mod echo;
 mod fan_out;
@@ -20,9 +21,10 @@ use anyhow::{ensure, Context as _};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::client::Connection;
+use crate::client::{Compression, Connection};
 use crate::metric::{Measurement, Metric};
 use crate::servers::{Route, ServerKind, Target};
+pub use compression::CompressionSettings;
 pub use cross_node::CrossNodeSettings;
 pub use echo::EchoSettings;
 pub use fan_out::FanOutSettings;
@@ -50,6 +52,7 @@ pub struct Settings {
     pub idle: IdleSettings,
     pub handshake: HandshakeSettings,
     pub fan_out: FanOutSettings,
+    pub compression: CompressionSettings,
     pub cross_node: CrossNodeSettings,
     pub routing: RoutingSettings,
 }
@@ -60,16 +63,22 @@ impl Settings {
     pub fn new(quick: bool, rounds: Option<usize>, rr_sizes: &[usize]) -> anyhow::Result<Self> {
         let rounds = rounds.unwrap_or(if quick { 1 } else { 3 });
         ensure!(rounds > 0, "--rounds must be at least 1");
+        let fan_out = FanOutSettings::new(quick);
+        let request_response = RequestResponseSettings::new(quick, rr_sizes)?;
         Ok(Self {
             rounds,
             attempts: 3,
             quiet_wait: Duration::from_secs(30),
             echo: EchoSettings::new(quick),
             ping_pong: PingPongSettings::new(quick),
-            request_response: RequestResponseSettings::new(quick, rr_sizes)?,
+            compression: CompressionSettings::new(
+                fan_out.clone(),
+                RequestResponseSettings::new(quick, &[])?,
+            ),
+            request_response,
             idle: IdleSettings::new(quick),
             handshake: HandshakeSettings::new(quick),
-            fan_out: FanOutSettings::new(quick),
+            fan_out,
             cross_node: CrossNodeSettings::new(quick),
             routing: RoutingSettings::new(quick),
         })
@@ -87,6 +96,10 @@ impl Settings {
             idle: IdleSettings::smoke(),
             handshake: HandshakeSettings::smoke(),
             fan_out: FanOutSettings::smoke(),
+            compression: CompressionSettings::new(
+                FanOutSettings::smoke(),
+                RequestResponseSettings::smoke(),
+            ),
             cross_node: CrossNodeSettings::smoke(),
             routing: RoutingSettings::smoke(),
         }
@@ -146,6 +159,10 @@ pub enum Scenario {
     Handshake,
     /// One message to ten thousand subscribers: time to the last delivery.
     FanOut,
+    /// permessage-deflate on and off (Estuary only): fan-out and request/response of JSON.
+    Compression,
+    /// Ten thousand quiet connections with permessage-deflate negotiated (Estuary only).
+    IdleDeflate,
     /// Node A to node B through Redis with 1 ms added each way: deliveries per second,
     /// against one publish per round trip (needs the `redis` feature).
     CrossNode,
@@ -156,13 +173,15 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Echo,
         Scenario::PingPong,
         Scenario::RequestResponse,
         Scenario::Idle,
         Scenario::Handshake,
         Scenario::FanOut,
+        Scenario::Compression,
+        Scenario::IdleDeflate,
         Scenario::CrossNode,
         Scenario::Routing,
     ];
@@ -176,6 +195,8 @@ impl Scenario {
             Scenario::Idle => "idle memory",
             Scenario::Handshake => "handshakes",
             Scenario::FanOut => "fan-out",
+            Scenario::Compression => "compression",
+            Scenario::IdleDeflate => "idle memory, compressed",
             Scenario::CrossNode => "cross-node throughput",
             Scenario::Routing => "interest routing",
         }
@@ -190,6 +211,8 @@ impl Scenario {
             Scenario::Idle => idle::METRICS,
             Scenario::Handshake => handshake::METRICS,
             Scenario::FanOut => fan_out::METRICS,
+            Scenario::Compression => compression::METRICS,
+            Scenario::IdleDeflate => idle::DEFLATE_METRICS,
             Scenario::CrossNode => cross_node::METRICS,
             Scenario::Routing => routing::METRICS,
         }
@@ -202,6 +225,8 @@ impl Scenario {
     pub fn runs_on(self, server: ServerKind) -> bool {
         match self {
             Scenario::FanOut => server.fan_out_route().is_some(),
+            // Compression is Estuary's alone; its example server accepts it by default.
+            Scenario::Compression | Scenario::IdleDeflate => server == ServerKind::Estuary,
             Scenario::CrossNode | Scenario::Routing => {
                 server == ServerKind::EstuaryBare && cfg!(feature = "redis")
             }
@@ -226,7 +251,10 @@ impl Scenario {
 
     /// Whether the scenario wants a server process that has never served anything.
     pub fn wants_fresh_server(self) -> bool {
-        matches!(self, Scenario::Idle | Scenario::RequestResponse)
+        matches!(
+            self,
+            Scenario::Idle | Scenario::IdleDeflate | Scenario::RequestResponse
+        )
     }
 
     /// Runs the scenario once against `target`, within a time limit derived from `settings`.
@@ -242,6 +270,8 @@ impl Scenario {
                 Scenario::Idle => idle::run(target, &settings.idle).await,
                 Scenario::Handshake => handshake::run(target, &settings.handshake).await,
                 Scenario::FanOut => fan_out::run(target, &settings.fan_out).await,
+                Scenario::Compression => compression::run(target, &settings.compression).await,
+                Scenario::IdleDeflate => idle::run_deflate(target, &settings.idle).await,
                 Scenario::CrossNode => cross_node::run(target, &settings.cross_node).await,
                 Scenario::Routing => routing::run(target, &settings.routing).await,
             }
@@ -261,13 +291,22 @@ impl Scenario {
                 let rr = &settings.request_response;
                 setup * 3 + (rr.warmup + rr.window + Duration::from_secs(10)) * 3
             }
-            Scenario::Idle => setup + Duration::from_secs(90) + settings.idle.settle_limit,
+            Scenario::Idle | Scenario::IdleDeflate => {
+                setup + Duration::from_secs(90) + settings.idle.settle_limit
+            }
             Scenario::Handshake => setup + Duration::from_secs(120),
             Scenario::FanOut => {
                 let messages = settings.fan_out.warmup_messages + settings.fan_out.messages;
                 setup
                     + Duration::from_secs(90)
                     + settings.fan_out.delivery_timeout * messages as u32
+            }
+            Scenario::Compression => {
+                let fan_out = &settings.compression.fan_out;
+                let messages = fan_out.warmup_messages + fan_out.messages;
+                let rr = &settings.compression.request_response;
+                2 * (setup + Duration::from_secs(90) + fan_out.delivery_timeout * messages as u32)
+                    + 2 * (setup + rr.warmup + rr.window + Duration::from_secs(10))
             }
             Scenario::CrossNode => setup + Duration::from_secs(120),
             Scenario::Routing => {
@@ -288,6 +327,7 @@ async fn open_quiet_connections(
     route: Route,
     count: usize,
     concurrency: usize,
+    compression: Compression,
     scenario: &str,
 ) -> anyhow::Result<Vec<Connection>> {
     let mut connections = Vec::with_capacity(count);
@@ -297,7 +337,7 @@ async fn open_quiet_connections(
         while started < count && opening.len() < concurrency.max(1) {
             let addr = target.addr;
             opening.spawn(async move {
-                Connection::open_quiet(addr, route.path, route.greeting)
+                Connection::open_quiet(addr, route.path, route.greeting, compression)
                     .await
                     .with_context(|| format!("opening socket {} of {count}", started + 1))
             });

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::sleep;
 
 use super::{Outcome, REPLY_TIMEOUT};
-use crate::client::Connection;
+use crate::client::{Compression, Connection};
 use crate::cpu;
 use crate::frames::EncodedFrames;
 use crate::memory::memory;
@@ -177,7 +177,9 @@ pub async fn run(target: &Target, settings: &RequestResponseSettings) -> anyhow:
         .iter()
         .filter(|size| settings.sizes.contains(&size.bytes))
     {
-        let (rate, cpu_use) = one_size(target, settings, size.bytes).await?;
+        let frame = EncodedFrames::binary(size.bytes, 1);
+        let (rate, cpu_use) =
+            in_flight(target, settings, frame, size.bytes, Compression::Off).await?;
         if size.rate.key == RATE_16K.key {
             let peak = memory(target.pid)?.peak;
             measurements.push(Measurement {
@@ -208,21 +210,24 @@ pub async fn run(target: &Target, settings: &RequestResponseSettings) -> anyhow:
     })
 }
 
-/// Runs `settings.connections` connections with one `size`-byte message in flight each;
-/// replies per second over the window, and the CPU the two sides used meanwhile.
-async fn one_size(
+/// Runs `settings.connections` connections with one `frame` (a message of `size` bytes)
+/// in flight each, offering `compression` or not; replies per second over the window, and
+/// the CPU the two sides used meanwhile.
+pub async fn in_flight(
     target: &Target,
     settings: &RequestResponseSettings,
+    frame: EncodedFrames,
     size: usize,
+    compression: Compression,
 ) -> anyhow::Result<(f64, cpu::CpuUse)> {
-    let frame = Arc::new(EncodedFrames::binary(size, 1));
+    let frame = Arc::new(frame);
     let replies = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + settings.warmup + settings.window + REPLY_TIMEOUT;
     // Room for a whole reply, header included, in one read.
     let buffer = (size + 16).max(16 * 1024);
     let mut connections = Vec::with_capacity(settings.connections);
     for index in 0..settings.connections {
-        let connection = Connection::open_with_buffer(target.addr, ECHO_PATH, buffer)
+        let connection = Connection::open_with_buffer(target.addr, ECHO_PATH, buffer, compression)
             .await
             .with_context(|| format!("opening request/response connection {index}"))?;
         connections.push(connection);

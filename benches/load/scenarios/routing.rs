@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::Outcome;
 use crate::backplane::{NodeProcess, RedisProcess};
-use crate::client::Connection;
+use crate::client::{Compression, Connection};
 use crate::cpu;
 use crate::frames::text_frame;
 use crate::metric::{Better, Measurement, Metric};
@@ -143,17 +143,18 @@ async fn cpu_per_delivery(broadcast: bool, settings: &RoutingSettings) -> anyhow
     let delivered = Arc::new(AtomicU64::new(0));
     let mut readers = JoinSet::new();
     for _ in 0..settings.members {
-        let member = Connection::open_quiet(measured.addr, "/?join=busy-0", 1).await?;
+        let member =
+            Connection::open_quiet(measured.addr, "/?join=busy-0", 1, Compression::Off).await?;
         readers.spawn(read(member, Some(delivered.clone())));
     }
     for channel in 1..settings.channels {
         let path = format!("/?join=busy-{channel}");
-        let member = Connection::open_quiet(other.addr, &path, 1).await?;
+        let member = Connection::open_quiet(other.addr, &path, 1, Compression::Off).await?;
         readers.spawn(read(member, None));
     }
 
     // Every 10 ms, each channel's share of lines, from one publisher on the other node.
-    let mut publisher = Connection::open_quiet(other.addr, "/", 1).await?;
+    let mut publisher = Connection::open_quiet(other.addr, "/", 1, Compression::Off).await?;
     let per_tick = (settings.rate_per_channel / 100).max(1) as usize;
     let mut burst = Vec::new();
     for channel in 0..settings.channels {
