@@ -221,6 +221,13 @@ pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> 
     });
     let mut compressor = pooled.unwrap_or_else(|| setting.compressor());
     let compressed = deflate(&mut compressor, payload, Some(payload.len()));
+    if compressed.is_none() {
+        // Given up halfway, with output still pending: zlib-rs's reset does not clear
+        // all of that state, and the next message through this compressor would panic
+        // inside zlib-rs (`buf.len() must fit in remaining()`). Drop it; a new one is
+        // made when needed.
+        return None;
+    }
     compressor.reset();
     COMPRESSORS.with(|pool| {
         let mut pool = pool.borrow_mut();
