@@ -130,11 +130,12 @@ pub(crate) fn connection_closed(reason: &CloseReason) {
     let _ = reason;
 }
 
-/// A handshake's outcome: "accepted" or the status code it was refused with.
-pub(crate) fn handshake(status: http::StatusCode) {
+/// A handshake's outcome: "accepted" (101, or 200 to an HTTP/2 extended CONNECT) or the
+/// status code it was refused with.
+pub(crate) fn handshake(accepted: bool, status: http::StatusCode) {
     #[cfg(feature = "metrics")]
     {
-        let outcome = if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let outcome = if accepted {
             metrics::SharedString::const_str("accepted")
         } else {
             number_label(status.as_u16())
@@ -142,7 +143,7 @@ pub(crate) fn handshake(status: http::StatusCode) {
         metrics::counter!("estuary_handshakes_total", "outcome" => outcome).increment(1);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = status;
+    let _ = (accepted, status);
 }
 
 pub(crate) fn hub_delivered(count: usize) {
