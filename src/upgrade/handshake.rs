@@ -136,10 +136,7 @@ impl std::fmt::Display for HandshakeError {
                 write!(f, "WebSocket handshake must be a GET request, got {method}")
             }
             HandshakeError::NotHttp11(version) => {
-                write!(
-                    f,
-                    "WebSocket handshake must be HTTP/1.1 (or HTTP/2), got {version:?}"
-                )
+                write!(f, "WebSocket handshake must be HTTP/1.1, got {version:?}")
             }
             HandshakeError::MethodNotConnect(method) => write!(
                 f,
