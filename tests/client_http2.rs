@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::client::{next, next_message, recorder, Seen};
+use common::example::ExampleServer;
 use common::pki::make_pki;
 use common::{serve_with, within, TestServer};
 use estuary::client::{Client, ClientConfig, ConnectError, Http2Connection};
@@ -305,4 +306,49 @@ async fn shutdown_closes_every_http2_socket_with_1001_and_ends_the_connection() 
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_example_server_speaks_h2c_behind_its_config_key_with_auth_on_each_stream() {
+    let server = ExampleServer::start(
+        "h2c = true\n[auth]\nmode = \"bearer\"\ntokens = { \"s3cret\" = \"alice\" }\n",
+        &["--bind", "127.0.0.1:0"],
+    );
+    let url = format!("ws://{}/echo", server.addr);
+    let shared = Http2Connection::new();
+    let (handler, mut rx) = recorder(false);
+    let client = within(
+        "h2c to the example server",
+        Client::builder(&url)
+            .header("authorization", "Bearer s3cret")
+            .http2(&shared)
+            .config(quick())
+            .connect(handler),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("h2c to the example server: {e}"));
+    next(&mut rx).await;
+    client.send("over h2c").unwrap();
+    assert_eq!(next_message(&mut rx).await.as_text(), Some("over h2c"));
+
+    let (handler, _rx) = recorder(false);
+    let refused = within(
+        "a second stream without the token",
+        Client::builder(&url)
+            .http2(&shared)
+            .config(quick())
+            .connect(handler),
+    )
+    .await
+    .unwrap_err();
+    match refused {
+        ConnectError::Rejected { status, .. } => {
+            assert_eq!(status, http::StatusCode::UNAUTHORIZED)
+        }
+        other => panic!("expected 401, got {other}"),
+    }
+    client.send("still open").unwrap();
+    assert_eq!(next_message(&mut rx).await.as_text(), Some("still open"));
+    client.close(1000, "").unwrap();
+    within("client stops", client.closed()).await;
 }

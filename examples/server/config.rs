@@ -89,6 +89,10 @@ pub struct Config {
     pub redis: Option<Redis>,
     /// Serve https:// and wss:// with this certificate.
     pub tls: Option<Tls>,
+    /// HTTP/2 beside HTTP/1.1 with `[tls]` (ALPN), with WebSockets over it (RFC 8441).
+    pub http2: bool,
+    /// HTTP/2 with prior knowledge (h2c) on plain TCP, beside HTTP/1.1.
+    pub h2c: bool,
 }
 
 impl Default for Config {
@@ -119,6 +123,8 @@ impl Default for Config {
             ipv6_prefix: estuary::middleware::key::DEFAULT_IPV6_PREFIX,
             redis: None,
             tls: None,
+            http2: true,
+            h2c: false,
         }
     }
 }
