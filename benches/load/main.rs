@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! cargo bench --bench load -- [--quick] [--rounds N]
-//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out]
+//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,http2]
 //!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
 //!
 //! The scenarios: pipelined echo (messages per second), ping-pong (round-trip latency),
-//! idle memory per connection at 10,000 sockets, handshakes per second, and fan-out of one
-//! message to 10,000 subscribers. `estuary` is the example server with every layer on
+//! idle memory per connection at 10,000 sockets, handshakes per second, fan-out of one
+//! message to 10,000 subscribers, and WebSockets over HTTP/2 (opens per second on one
+//! connection against HTTP/1.1 handshakes, idle bytes per stream; Estuary only). `estuary` is the example server with every layer on
 //! (`configs/full-stack.toml`), `estuary-bare` a bare `WebSocketService` on
 //! `estuary::Server`; the rest are baselines written the way their users write them.
 //!
@@ -86,7 +87,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out"
+        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,http2"
     )]
     scenarios: Vec<Scenario>,
 

@@ -8,6 +8,7 @@
 mod echo;
 mod fan_out;
 mod handshake;
+mod http2;
 mod idle;
 mod ping_pong;
 mod request_response;
@@ -24,6 +25,7 @@ use crate::servers::{Route, ServerKind, Target};
 pub use echo::EchoSettings;
 pub use fan_out::FanOutSettings;
 pub use handshake::HandshakeSettings;
+pub use http2::Http2Settings;
 pub use idle::IdleSettings;
 pub use ping_pong::PingPongSettings;
 pub use request_response::RequestResponseSettings;
@@ -46,6 +48,7 @@ pub struct Settings {
     pub idle: IdleSettings,
     pub handshake: HandshakeSettings,
     pub fan_out: FanOutSettings,
+    pub http2: Http2Settings,
 }
 
 impl Settings {
@@ -64,6 +67,7 @@ impl Settings {
             idle: IdleSettings::new(quick),
             handshake: HandshakeSettings::new(quick),
             fan_out: FanOutSettings::new(quick),
+            http2: Http2Settings::new(quick),
         })
     }
 
@@ -79,6 +83,7 @@ impl Settings {
             idle: IdleSettings::smoke(),
             handshake: HandshakeSettings::smoke(),
             fan_out: FanOutSettings::smoke(),
+            http2: Http2Settings::smoke(),
         }
     }
 }
@@ -136,17 +141,21 @@ pub enum Scenario {
     Handshake,
     /// One message to ten thousand subscribers: time to the last delivery.
     FanOut,
+    /// WebSockets as streams of one HTTP/2 connection: opens per second against HTTP/1.1
+    /// handshakes, and idle bytes per stream.
+    Http2,
 }
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Echo,
         Scenario::PingPong,
         Scenario::RequestResponse,
         Scenario::Idle,
         Scenario::Handshake,
         Scenario::FanOut,
+        Scenario::Http2,
     ];
 
     /// The scenario's name in progress messages and the JSON.
@@ -158,6 +167,7 @@ impl Scenario {
             Scenario::Idle => "idle memory",
             Scenario::Handshake => "handshakes",
             Scenario::FanOut => "fan-out",
+            Scenario::Http2 => "websockets over HTTP/2",
         }
     }
 
@@ -170,14 +180,16 @@ impl Scenario {
             Scenario::Idle => idle::METRICS,
             Scenario::Handshake => handshake::METRICS,
             Scenario::FanOut => fan_out::METRICS,
+            Scenario::Http2 => http2::METRICS,
         }
     }
 
     /// Whether the scenario has something to measure on `server`: fan-out needs a server
-    /// with a channel to subscribe to.
+    /// with a channel to subscribe to, WebSockets over HTTP/2 one that offers them.
     pub fn runs_on(self, server: ServerKind) -> bool {
         match self {
             Scenario::FanOut => server.fan_out_route().is_some(),
+            Scenario::Http2 => matches!(server, ServerKind::Estuary | ServerKind::EstuaryBare),
             _ => true,
         }
     }
@@ -194,7 +206,10 @@ impl Scenario {
 
     /// Whether the scenario wants a server process that has never served anything.
     pub fn wants_fresh_server(self) -> bool {
-        matches!(self, Scenario::Idle | Scenario::RequestResponse)
+        matches!(
+            self,
+            Scenario::Idle | Scenario::RequestResponse | Scenario::Http2
+        )
     }
 
     /// Runs the scenario once against `target`, within a time limit derived from `settings`.
@@ -210,6 +225,7 @@ impl Scenario {
                 Scenario::Idle => idle::run(target, &settings.idle).await,
                 Scenario::Handshake => handshake::run(target, &settings.handshake).await,
                 Scenario::FanOut => fan_out::run(target, &settings.fan_out).await,
+                Scenario::Http2 => http2::run(target, &settings.http2).await,
             }
         };
         timeout(limit, run)
@@ -229,6 +245,7 @@ impl Scenario {
             }
             Scenario::Idle => setup + Duration::from_secs(90) + settings.idle.settle_limit,
             Scenario::Handshake => setup + Duration::from_secs(120),
+            Scenario::Http2 => setup * 2 + Duration::from_secs(120),
             Scenario::FanOut => {
                 let messages = settings.fan_out.warmup_messages + settings.fan_out.messages;
                 setup
