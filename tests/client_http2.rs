@@ -77,7 +77,10 @@ async fn several_clients_share_one_h2c_connection() {
         let big = Message::binary(vec![i as u8; 300_000]);
         client.send(format!("hello {i}")).unwrap();
         client.send(big.clone()).unwrap();
-        assert_eq!(next_message(rx).await.as_text(), Some(&*format!("hello {i}")));
+        assert_eq!(
+            next_message(rx).await.as_text(),
+            Some(&*format!("hello {i}"))
+        );
         assert_eq!(next_message(rx).await, big);
     }
     for (client, mut rx) in clients {
@@ -170,7 +173,10 @@ async fn wss_picks_http2_by_alpn_and_the_server_sees_it() {
             http::Version::HTTP_11
         ]
     );
-    assert_eq!(peers[0].1, peers[1].1, "the two HTTP/2 sockets share a connection");
+    assert_eq!(
+        peers[0].1, peers[1].1,
+        "the two HTTP/2 sockets share a connection"
+    );
     assert_ne!(peers[0].1, peers[2].1);
     server.stop().await;
 }

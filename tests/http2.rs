@@ -137,7 +137,11 @@ async fn fifty_websockets_share_one_h2c_connection_and_a_refused_one_leaves_them
             .is_some_and(|v| v.starts_with("Bearer realm=\"h2 test\"")),
         "{wrong}"
     );
-    assert_eq!(wrong["connection"], Value::Null, "no Connection header in HTTP/2");
+    assert_eq!(
+        wrong["connection"],
+        Value::Null,
+        "no Connection header in HTTP/2"
+    );
     let other = &report["refused"]["other_protocol"];
     assert_eq!(other["status"], 501, "{other}");
     assert!(
@@ -151,7 +155,9 @@ async fn fifty_websockets_share_one_h2c_connection_and_a_refused_one_leaves_them
     // The server's side: every session ran over HTTP/2, all from one TCP connection.
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 50);
-    assert!(seen.iter().all(|(version, _)| *version == http::Version::HTTP_2));
+    assert!(seen
+        .iter()
+        .all(|(version, _)| *version == http::Version::HTTP_2));
     let peers: HashSet<_> = seen.iter().map(|(_, peer)| *peer).collect();
     assert_eq!(peers.len(), 1, "one TCP connection: {peers:?}");
     within("every session ended", async {

@@ -221,7 +221,10 @@ impl Connector {
 
     /// Opens the WebSocket as a stream of the shared HTTP/2 connection (RFC 8441 4): an
     /// extended CONNECT with `:protocol = websocket`, answered 200.
-    async fn extended_connect(&self, shared: &Http2Connection) -> Result<Established, ConnectError> {
+    async fn extended_connect(
+        &self,
+        shared: &Http2Connection,
+    ) -> Result<Established, ConnectError> {
         let origin = self.target.origin();
         let mut streams = shared.sender(&origin, || self.open_http2()).await?;
         streams.sender.ready().await.map_err(ConnectError::Http)?;

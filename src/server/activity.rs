@@ -250,7 +250,10 @@ mod tests {
     fn an_http2_connection_gives_its_place_back_while_it_carries_websockets() {
         let limit = PendingLimit::new(1, None, 64);
         let activity = Activity::new(limit.clone(), ip(), limit.try_acquire(ip()).unwrap());
-        assert!(limit.try_acquire(ip()).is_err(), "the connection holds the place");
+        assert!(
+            limit.try_acquire(ip()).is_err(),
+            "the connection holds the place"
+        );
 
         let lease = activity.websocket();
         lease.watch().opened();
@@ -285,6 +288,9 @@ mod tests {
         drop(lease);
         watch.opened();
         assert!(activity.is_idle());
-        assert!(limit.try_acquire(ip()).is_err(), "the connection kept its place");
+        assert!(
+            limit.try_acquire(ip()).is_err(),
+            "the connection kept its place"
+        );
     }
 }

@@ -579,6 +579,10 @@ impl Acceptor {
     }
 }
 
+/// What the service answers a request with: a response whose body keeps the request
+/// counted in flight until it is sent.
+type Answer<B, E> = Result<Response<Tracked<B>>, E>;
+
 /// The service hyper calls for each request of one connection: it puts the client's
 /// address and the server's [`Shutdown`] in the request's extensions, counts the request
 /// in flight until its response is sent, records a WebSocket handshake's outcome, and
@@ -593,14 +597,11 @@ fn per_request<S, B>(
     Request<Incoming>,
     Response = Response<Tracked<B>>,
     Error = S::Error,
-    Future = impl Future<Output = Result<Response<Tracked<B>>, S::Error>> + Send + 'static,
+    Future = impl Future<Output = Answer<B, S::Error>> + Send + 'static,
 > + Send
        + 'static
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
     B: http_body::Body + Send + 'static,

@@ -125,14 +125,26 @@ pub async fn run(target: &Target, settings: &Http2Settings) -> anyhow::Result<Ou
     let addr = target.addr;
     let request: Arc<[u8]> = upgrade_request(addr, ECHO_PATH).into_bytes().into();
     let sources = Arc::new(AtomicUsize::new(0));
-    run_batch(addr, &request, &sources, settings.warmup, settings.concurrency)
-        .await
-        .context("HTTP/1.1 warm-up")?;
+    run_batch(
+        addr,
+        &request,
+        &sources,
+        settings.warmup,
+        settings.concurrency,
+    )
+    .await
+    .context("HTTP/1.1 warm-up")?;
     let mut http1 = Vec::new();
     for _ in 0..settings.batches {
-        let rate = run_batch(addr, &request, &sources, settings.batch, settings.concurrency)
-            .await
-            .context("HTTP/1.1 handshakes")?;
+        let rate = run_batch(
+            addr,
+            &request,
+            &sources,
+            settings.batch,
+            settings.concurrency,
+        )
+        .await
+        .context("HTTP/1.1 handshakes")?;
         http1.push(rate);
     }
 
@@ -141,7 +153,7 @@ pub async fn run(target: &Target, settings: &Http2Settings) -> anyhow::Result<Ou
         .await
         .context("HTTP/2 warm-up")?;
     let mut opens = Vec::new();
-    for batch in 0..settings.batches {
+    for (batch, http1_rate) in http1.iter().enumerate() {
         let rate = open_batch(addr, &sender, settings.batch, settings.concurrency)
             .await
             .with_context(|| format!("HTTP/2 batch {}", batch + 1))?;
@@ -151,7 +163,7 @@ pub async fn run(target: &Target, settings: &Http2Settings) -> anyhow::Result<Ou
             batch + 1,
             settings.batches,
             OPENS.format(rate),
-            HTTP1_HANDSHAKES.format(http1[batch]),
+            HTTP1_HANDSHAKES.format(*http1_rate),
         );
         opens.push(rate);
     }

@@ -220,14 +220,11 @@ pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> 
         Some(pool.swap_remove(at).1)
     });
     let mut compressor = pooled.unwrap_or_else(|| setting.compressor());
-    let compressed = deflate(&mut compressor, payload, Some(payload.len()));
-    if compressed.is_none() {
-        // Given up halfway, with output still pending: zlib-rs's reset does not clear
-        // all of that state, and the next message through this compressor would panic
-        // inside zlib-rs (`buf.len() must fit in remaining()`). Drop it; a new one is
-        // made when needed.
-        return None;
-    }
+    // Given up halfway (`None`), with output still pending: zlib-rs's reset does not
+    // clear all of that state, and the next message through this compressor would panic
+    // inside zlib-rs (`buf.len() must fit in remaining()`). So it is dropped here rather
+    // than pooled; a new one is made when needed.
+    let compressed = deflate(&mut compressor, payload, Some(payload.len()))?;
     compressor.reset();
     COMPRESSORS.with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -235,7 +232,7 @@ pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> 
             pool.push((setting, compressor));
         }
     });
-    compressed
+    Some(compressed)
         .filter(|c| c.len() < payload.len())
         .map(BytesMut::freeze)
 }

@@ -282,7 +282,11 @@ fn incompressible_messages_of_growing_size_leave_the_pooled_compressor_usable() 
     };
     for size in (2000..80_000).step_by(3000) {
         let random: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
-        assert_eq!(compress_alone(setting, &random), None, "{size} bytes of noise");
+        assert_eq!(
+            compress_alone(setting, &random),
+            None,
+            "{size} bytes of noise"
+        );
     }
     let text = json(4000);
     let compressed = compress_alone(setting, &text).expect("JSON compresses");
