@@ -358,3 +358,74 @@ async fn the_example_server_speaks_h2c_behind_its_config_key_with_auth_on_each_s
     client.close(1000, "").unwrap();
     within("client stops", client.closed()).await;
 }
+
+#[tokio::test]
+async fn mounted_in_axum_the_stack_works_the_same_over_http2() {
+    use estuary::middleware::auth::{AuthLayer, BearerTokens};
+    let cap = ConnectionLimitLayer::new(1);
+    let websocket = cap.layer(
+        AuthLayer::new(BearerTokens::new("axum").with_token("t0ken", "alice"))
+            .layer(WebSocketService::new(Echo::default())),
+    );
+    // `route_service` takes every method, CONNECT included; axum::serve speaks h2c and
+    // advertises extended CONNECT.
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "OK" }))
+        .route_service("/ws", websocket);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("ws://{addr}/ws");
+    let shared = Http2Connection::new();
+
+    let (handler, _rx) = recorder(false);
+    let anonymous = within(
+        "no token",
+        Client::builder(&url)
+            .http2(&shared)
+            .config(quick())
+            .connect(handler),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&anonymous, ConnectError::Rejected { status, .. } if *status == http::StatusCode::UNAUTHORIZED),
+        "{anonymous}"
+    );
+
+    let (handler, mut rx) = recorder(false);
+    let client = within(
+        "with the token",
+        Client::builder(&url)
+            .header("authorization", "Bearer t0ken")
+            .http2(&shared)
+            .config(quick())
+            .connect(handler),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("through axum over HTTP/2: {e}"));
+    next(&mut rx).await;
+    client.send("through axum").unwrap();
+    assert_eq!(next_message(&mut rx).await.as_text(), Some("through axum"));
+
+    let (handler, _rx) = recorder(false);
+    let over_cap = within(
+        "over the cap",
+        Client::builder(&url)
+            .header("authorization", "Bearer t0ken")
+            .http2(&shared)
+            .config(quick())
+            .connect(handler),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&over_cap, ConnectError::Rejected { status, .. } if *status == http::StatusCode::SERVICE_UNAVAILABLE),
+        "{over_cap}"
+    );
+    client.send("still open").unwrap();
+    assert_eq!(next_message(&mut rx).await.as_text(), Some("still open"));
+    client.close(1000, "").unwrap();
+    within("client stops", client.closed()).await;
+    served.abort();
+}

@@ -434,6 +434,72 @@ mod tests {
         }
     }
 
+    fn extended_connect(protocol: Option<&'static str>) -> Request<()> {
+        let mut request = Request::connect("https://example.com/ws")
+            .version(Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        if let Some(protocol) = protocol {
+            request
+                .extensions_mut()
+                .insert(hyper::ext::Protocol::from_static(protocol));
+        }
+        request
+    }
+
+    #[test]
+    fn an_extended_connect_for_websocket_opens_without_a_key() {
+        let request = extended_connect(Some("websocket"));
+        assert_eq!(validate(&request), Ok(Opening::ExtendedConnect));
+        let response = connect_accepted(Some("chat.v2"), None);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
+        assert!(response.headers().get("sec-websocket-accept").is_none());
+    }
+
+    #[test]
+    fn http2_requests_that_are_not_websocket_connects_get_their_own_errors() {
+        assert_eq!(
+            validate(&extended_connect(Some("webtransport"))),
+            Err(HandshakeError::UnsupportedConnectProtocol(Some(
+                "webtransport".into()
+            )))
+        );
+        assert_eq!(
+            validate(&extended_connect(None)),
+            Err(HandshakeError::UnsupportedConnectProtocol(None))
+        );
+        let mut get = extended_connect(Some("websocket"));
+        *get.method_mut() = Method::GET;
+        assert_eq!(
+            validate(&get),
+            Err(HandshakeError::MethodNotConnect(Method::GET))
+        );
+        let mut old = extended_connect(Some("websocket"));
+        old.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(
+            validate(&old),
+            Err(HandshakeError::UnsupportedVersion(Some("8".into())))
+        );
+    }
+
+    #[test]
+    fn refusals_over_http2_carry_no_connection_or_upgrade_header() {
+        for error in [
+            HandshakeError::UnsupportedVersion(None),
+            HandshakeError::ShuttingDown,
+            HandshakeError::MethodNotConnect(Method::GET),
+        ] {
+            let response = error.clone().into_response_for(Version::HTTP_2);
+            assert!(response.headers().get("connection").is_none(), "{error}");
+            assert!(response.headers().get("upgrade").is_none(), "{error}");
+        }
+        let response = HandshakeError::UnsupportedVersion(None).into_response_for(Version::HTTP_2);
+        assert_eq!(response.headers()["sec-websocket-version"], "13");
+    }
+
     #[test]
     fn offered_protocols_are_split_and_trimmed() {
         let req = handshake()
