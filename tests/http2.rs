@@ -9,37 +9,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::sessions::SessionEcho;
 use common::{serve_with, within, TestServer};
 use estuary::middleware::auth::{AuthLayer, BearerTokens};
-use estuary::{Conn, DeflateConfig, Handler, Message, Server, WebSocketConfig, WebSocketService};
+use estuary::{DeflateConfig, Server, WebSocketConfig, WebSocketService};
 use serde_json::Value;
 use tower::Layer;
-
-/// What the server saw of each session: its HTTP version and the client's address.
-type Seen = Arc<Mutex<Vec<(http::Version, Option<SocketAddr>)>>>;
-
-/// Echoes every message; picks the subprotocol `echo.v1`; notes each session.
-#[derive(Clone)]
-struct Echo(Seen);
-
-impl Handler for Echo {
-    fn select_protocol<'a>(&self, offered: &[&'a str]) -> Option<&'a str> {
-        offered.iter().copied().find(|p| *p == "echo.v1")
-    }
-
-    async fn on_open(&mut self, conn: &mut Conn) {
-        let session = conn.session();
-        let seen = (session.http_version(), session.peer_addr());
-        self.0.lock().unwrap().push(seen);
-    }
-
-    async fn on_message(&mut self, conn: &mut Conn, message: Message) {
-        let _ = conn.send(message);
-    }
-}
 
 /// The venv's Python (scripts/lib.sh `ensure_venv` makes it, with `h2` and `websockets`).
 fn python() -> PathBuf {
@@ -85,8 +62,8 @@ async fn run_h2_client(addr: SocketAddr, path: &str, token: &str, sockets: usize
 
 /// The server under test: h2c with extended CONNECT, bearer auth in front of an echo
 /// that negotiates permessage-deflate.
-async fn h2c_echo(token: &str, seen: Seen) -> TestServer {
-    let websocket = WebSocketService::new(Echo(seen))
+async fn h2c_echo(token: &str, echo: SessionEcho) -> TestServer {
+    let websocket = WebSocketService::new(echo)
         .with_config(WebSocketConfig::default().with_compression(DeflateConfig::default()));
     let auth = AuthLayer::new(BearerTokens::new("h2 test").with_token(token, "alice"));
     let builder = Server::builder()
@@ -98,8 +75,8 @@ async fn h2c_echo(token: &str, seen: Seen) -> TestServer {
 
 #[tokio::test]
 async fn fifty_websockets_share_one_h2c_connection_and_a_refused_one_leaves_them_be() {
-    let seen = Seen::default();
-    let server = h2c_echo("s3cret", seen.clone()).await;
+    let echo = SessionEcho::default();
+    let server = h2c_echo("s3cret", echo.clone()).await;
 
     let report = run_h2_client(server.addr, "/ws", "s3cret", 50).await;
 
@@ -153,7 +130,7 @@ async fn fifty_websockets_share_one_h2c_connection_and_a_refused_one_leaves_them
     );
 
     // The server's side: every session ran over HTTP/2, all from one TCP connection.
-    let seen = seen.lock().unwrap().clone();
+    let seen = echo.opened();
     assert_eq!(seen.len(), 50);
     assert!(seen
         .iter()

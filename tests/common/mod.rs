@@ -12,6 +12,7 @@ pub mod peers;
 pub mod pki;
 pub mod proc;
 pub mod scrape;
+pub mod sessions;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
