@@ -6,17 +6,20 @@ use std::sync::{Arc, Mutex};
 
 use estuary::{CloseReason, Conn, Handler, Message};
 
+/// A session as the server saw it: its HTTP version and its client's address.
+pub type Opened = (http::Version, Option<SocketAddr>);
+
 /// Echoes every message, picks the subprotocol `echo.v1` when offered, and notes each
 /// session.
 #[derive(Clone, Default)]
 pub struct SessionEcho {
-    opened: Arc<Mutex<Vec<(http::Version, Option<SocketAddr>)>>>,
+    opened: Arc<Mutex<Vec<Opened>>>,
     closed: Arc<Mutex<Vec<CloseReason>>>,
 }
 
 impl SessionEcho {
     /// Each session's HTTP version and peer address, in the order they opened.
-    pub fn opened(&self) -> Vec<(http::Version, Option<SocketAddr>)> {
+    pub fn opened(&self) -> Vec<Opened> {
         self.opened.lock().unwrap().clone()
     }
 
