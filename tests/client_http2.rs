@@ -70,8 +70,9 @@ async fn close(client: Client) {
     within("the client stops", client.closed()).await;
 }
 
+/// Sends `text` and checks it comes back.
 async fn echoes(client: &Client, rx: &mut UnboundedReceiver<Seen>, text: &str) {
-    client.send(text).unwrap();
+    client.send(text.to_owned()).unwrap();
     assert_eq!(next_message(rx).await.as_text(), Some(text));
 }
 
@@ -192,8 +193,7 @@ async fn a_server_that_does_not_offer_extended_connect_is_named_as_the_reason() 
     let server = serve_with(builder, WebSocketService::new(SessionEcho::default())).await;
     let error = try_open(&Http2Connection::new(), &server.url("/echo"), &[])
         .await
-        .err()
-        .expect("no WebSockets over HTTP/2 without the setting");
+        .expect_err("no WebSockets over HTTP/2 without the setting");
     assert!(
         matches!(error, ConnectError::Http2NotOffered(_)),
         "{error:?}"
@@ -220,8 +220,7 @@ async fn each_stream_counts_against_the_connection_cap_and_a_refused_one_leaves_
     ];
     let third = try_open(&shared, &url, &[])
         .await
-        .err()
-        .expect("over the cap");
+        .expect_err("over the cap");
     assert_eq!(refused_with(third), http::StatusCode::SERVICE_UNAVAILABLE);
     assert!(shared.is_connected().await, "the connection goes on");
     for (client, rx) in &mut open_now {
@@ -278,7 +277,7 @@ async fn the_example_server_speaks_h2c_behind_its_config_key_with_auth_on_each_s
     let shared = Http2Connection::new();
     let (client, mut rx) = open(&shared, &url, &[("authorization", "Bearer s3cret")]).await;
     echoes(&client, &mut rx, "over h2c").await;
-    let anonymous = try_open(&shared, &url, &[]).await.err().expect("no token");
+    let anonymous = try_open(&shared, &url, &[]).await.expect_err("no token");
     assert_eq!(refused_with(anonymous), http::StatusCode::UNAUTHORIZED);
     echoes(&client, &mut rx, "still open").await;
     close(client).await;
@@ -304,11 +303,11 @@ async fn mounted_in_axum_the_stack_works_the_same_over_http2() {
     let token = [("authorization", "Bearer t0ken")];
     let shared = Http2Connection::new();
 
-    let anonymous = try_open(&shared, &url, &[]).await.err().expect("no token");
+    let anonymous = try_open(&shared, &url, &[]).await.expect_err("no token");
     assert_eq!(refused_with(anonymous), http::StatusCode::UNAUTHORIZED);
     let (client, mut rx) = open(&shared, &url, &token).await;
     echoes(&client, &mut rx, "through axum").await;
-    let over_cap = try_open(&shared, &url, &token).await.err().expect("cap");
+    let over_cap = try_open(&shared, &url, &token).await.expect_err("cap");
     assert_eq!(
         refused_with(over_cap),
         http::StatusCode::SERVICE_UNAVAILABLE
