@@ -1,7 +1,9 @@
 //! WebSockets over HTTP/2 (RFC 8441) against HTTP/2 peers nobody on the project wrote:
 //! Python's `h2` package opens every WebSocket as an extended CONNECT stream of one h2c
 //! connection, and the `websockets` package frames the traffic (tests/http2/ws_over_h2.py).
-//! The server is the library's own, behind the same layers as over HTTP/1.1.
+//! The server is the library's own, behind the same layers as over HTTP/1.1; HTTP/2's own
+//! limits (header list size, the rapid-reset attack) are tried with the same package
+//! (tests/http2/abuse.py).
 
 mod common;
 
@@ -29,18 +31,25 @@ fn python() -> PathBuf {
     python
 }
 
-/// Runs the Python HTTP/2 client against `addr` and returns what it printed.
-async fn run_h2_client(addr: SocketAddr, path: &str, token: &str, sockets: usize) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/http2/ws_over_h2.py");
+/// Runs `script` (in tests/http2/) against `addr`, `path` and `token` (and `more`
+/// arguments), and returns what it printed.
+async fn run_h2_client(
+    script: &str,
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    more: &[&str],
+) -> Value {
+    let script = format!("{}/tests/http2/{script}", env!("CARGO_MANIFEST_DIR"));
     let child = tokio::process::Command::new(python())
-        .arg(script)
+        .arg(&script)
         .args([
             &addr.ip().to_string(),
             &addr.port().to_string(),
             path,
             token,
-            &sockets.to_string(),
         ])
+        .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -54,7 +63,7 @@ async fn run_h2_client(addr: SocketAddr, path: &str, token: &str, sockets: usize
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "ws_over_h2.py failed ({}):\n{stderr}\n{stdout}",
+        "{script} failed ({}):\n{stderr}\n{stdout}",
         output.status
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
@@ -78,7 +87,7 @@ async fn fifty_websockets_share_one_h2c_connection_and_a_refused_one_leaves_them
     let echo = SessionEcho::default();
     let server = h2c_echo("s3cret", echo.clone()).await;
 
-    let report = run_h2_client(server.addr, "/ws", "s3cret", 50).await;
+    let report = run_h2_client("ws_over_h2.py", server.addr, "/ws", "s3cret", &["50"]).await;
 
     assert_eq!(report["connect_protocol_enabled"], true, "{report}");
     assert_eq!(report["terminated"], Value::Null, "{report}");
@@ -143,5 +152,39 @@ async fn fifty_websockets_share_one_h2c_connection_and_a_refused_one_leaves_them
         }
     })
     .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_header_list_and_a_rapid_reset_flood_are_refused_and_the_server_goes_on() {
+    let server = h2c_echo("s3cret", SessionEcho::default()).await;
+    let report = run_h2_client("abuse.py", server.addr, "/ws", "s3cret", &[]).await;
+
+    let big = &report["big_header"];
+    assert_eq!(big["advertised_max_header_list_size"], 64 * 1024, "{big}");
+    let events: Vec<&str> = big["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events.first(),
+        Some(&"response 431"),
+        "an oversized header list is refused with 431 on its stream: {big}"
+    );
+
+    let flood = &report["rapid_reset"];
+    assert!(
+        flood["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "goaway ENHANCE_YOUR_CALM"),
+        "a rapid-reset flood was not cut off: {flood}"
+    );
+
+    let afterwards = &report["afterwards"];
+    assert_eq!(afterwards["events"][0], "response 200", "{afterwards}");
     server.stop().await;
 }
