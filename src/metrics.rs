@@ -4,7 +4,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `estuary_connections` | gauge | |
-//! | `estuary_handshakes_total` | counter | `outcome`: accepted, 400, 401, 403, 426, 429, 503, ... |
+//! | `estuary_handshakes_total` | counter | `outcome`: accepted (101, or 200 over HTTP/2), 400, 401, 403, 426, 429, 501, 503, ... |
 //! | `estuary_messages_received_total`, `estuary_messages_sent_total` | counter | |
 //! | `estuary_bytes_received_total`, `estuary_bytes_sent_total` | counter | |
 //! | `estuary_deflate_plain_bytes_total`, `estuary_deflate_compressed_bytes_total` | counter | `direction`: sent, received |

@@ -238,7 +238,8 @@ fn validate_connect<B>(request: &Request<B>) -> Result<(), HandshakeError> {
         return Err(HandshakeError::MethodNotConnect(request.method().clone()));
     }
     match request.extensions().get::<hyper::ext::Protocol>() {
-        Some(protocol) if protocol.as_str() == "websocket" => {}
+        // An upgrade token, so case-insensitive (RFC 9110 7.8), as `Upgrade: websocket` is.
+        Some(protocol) if protocol.as_str().eq_ignore_ascii_case("websocket") => {}
         Some(protocol) => {
             let named = protocol.as_str().to_owned();
             return Err(HandshakeError::UnsupportedConnectProtocol(Some(named)));
