@@ -12,8 +12,9 @@ cd "$REPO_ROOT" || exit 1
 VENV="$REPO_ROOT/target/venv"
 PYTHON="$VENV/bin/python"
 
-# The Python packages every suite's venv holds (PyPI names).
-VENV_PACKAGES=(kosoku websockets)
+# The Python packages every suite's venv holds (PyPI names): h2 is the HTTP/2 client
+# that tests/http2.rs drives WebSockets over HTTP/2 with (tests/http2/ws_over_h2.py).
+VENV_PACKAGES=(kosoku websockets h2)
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -4,7 +4,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `estuary_connections` | gauge | |
-//! | `estuary_handshakes_total` | counter | `outcome`: accepted, 400, 401, 403, 426, 429, 503, ... |
+//! | `estuary_handshakes_total` | counter | `outcome`: accepted (101, or 200 over HTTP/2), 400, 401, 403, 426, 429, 501, 503, ... |
 //! | `estuary_messages_received_total`, `estuary_messages_sent_total` | counter | |
 //! | `estuary_bytes_received_total`, `estuary_bytes_sent_total` | counter | |
 //! | `estuary_deflate_plain_bytes_total`, `estuary_deflate_compressed_bytes_total` | counter | `direction`: sent, received |
@@ -143,11 +143,12 @@ pub(crate) fn connection_closed(reason: &CloseReason) {
     let _ = reason;
 }
 
-/// A handshake's outcome: "accepted" or the status code it was refused with.
-pub(crate) fn handshake(status: http::StatusCode) {
+/// A handshake's outcome: "accepted" (101, or 200 to an HTTP/2 extended CONNECT) or the
+/// status code it was refused with.
+pub(crate) fn handshake(accepted: bool, status: http::StatusCode) {
     #[cfg(feature = "metrics")]
     {
-        let outcome = if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let outcome = if accepted {
             metrics::SharedString::const_str("accepted")
         } else {
             number_label(status.as_u16())
@@ -155,7 +156,7 @@ pub(crate) fn handshake(status: http::StatusCode) {
         metrics::counter!("estuary_handshakes_total", "outcome" => outcome).increment(1);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = status;
+    let _ = (accepted, status);
 }
 
 pub(crate) fn hub_delivered(count: usize) {

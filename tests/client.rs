@@ -312,7 +312,7 @@ async fn a_rejected_handshake_reports_the_status_and_body() {
         .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "the server answered 401 Unauthorized instead of 101 Switching Protocols: token expired"
+        "the server refused the WebSocket with 401 Unauthorized: token expired"
     );
     server.stop().await;
 }

@@ -537,6 +537,8 @@ fn toml_line() -> impl Strategy<Value = String> {
         Just("allowed_origins"),
         Just("shutdown_timeout"),
         Just("header_read_timeout"),
+        Just("http2"),
+        Just("h2c"),
         Just("capacity"),
         Just("duration"),
         Just("per_second"),

@@ -648,6 +648,8 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
             "show_debug_logs = 1",
             "config: show_debug_logs: invalid type: integer",
         ),
+        ("h2c = \"on\"", "config: h2c: invalid type: string"),
+        ("http2 = 2", "config: http2: invalid type: integer"),
         (
             "bind = \"localhost\"",
             "config: bind: invalid socket address syntax",

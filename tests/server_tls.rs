@@ -93,6 +93,37 @@ async fn wss_echoes_and_https_health_answers_with_the_configured_certificate() {
     assert!(plain.is_err(), "a TLS-only server refuses plain WebSocket");
 }
 
+#[tokio::test]
+async fn wss_goes_over_http2_by_default_with_several_sockets_on_one_connection() {
+    let pki = make_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ExampleServer::start(&tls_files(&dir, &pki), &["--bind", "127.0.0.1:0"]);
+    let url = format!("wss://localhost:{}/echo", server.addr.port());
+    let shared = estuary::client::Http2Connection::new();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let client = within(
+            "wss over HTTP/2",
+            Client::builder(&url)
+                .add_root_certificate(pki.root.clone())
+                .http2(&shared)
+                .connect(Forward(tx)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("wss over HTTP/2 to the example server: {e}"));
+        client.send(format!("socket {i}")).unwrap();
+        let echoed = within("echo", rx.recv()).await.unwrap();
+        assert_eq!(echoed.as_text(), Some(&*format!("socket {i}")));
+        clients.push(client);
+    }
+    assert!(shared.is_connected().await);
+    for client in clients {
+        client.close(1000, "bye").unwrap();
+        within("client stop", client.closed()).await;
+    }
+}
+
 #[test]
 fn bad_certificate_or_key_files_fail_startup_naming_the_key() {
     let pki = make_pki();

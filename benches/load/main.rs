@@ -4,13 +4,15 @@
 //! ```text
 //! cargo bench --bench load --features redis -- [--quick] [--rounds N]
 //!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,compression,
-//!                  idle-deflate,cross-node,routing]
+//!                  idle-deflate,http2,cross-node,routing]
 //!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
 //!
 //! The scenarios: pipelined echo (messages per second), ping-pong (round-trip latency),
 //! idle memory per connection at 10,000 sockets, handshakes per second, fan-out of one
-//! message to 10,000 subscribers, and across nodes on Redis (feature `redis`; they need
+//! message to 10,000 subscribers, WebSockets over HTTP/2 (opens per second on one
+//! connection against HTTP/1.1 handshakes, idle bytes per stream; Estuary only), and
+//! across nodes on Redis (feature `redis`; they need
 //! `redis-server`): deliveries per second from one node to another with 1 ms added between
 //! the nodes and Redis, and a node's CPU per delivery with interest routing against
 //! broadcast. `estuary` is the example server with every layer on
@@ -92,7 +94,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,compression,idle-deflate,cross-node,routing"
+        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,compression,idle-deflate,http2,cross-node,routing"
     )]
     scenarios: Vec<Scenario>,
 

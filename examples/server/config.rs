@@ -93,6 +93,10 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// permessage-deflate for clients that offer it.
     pub compression: Compression,
+    /// HTTP/2 beside HTTP/1.1 with `[tls]` (ALPN), with WebSockets over it (RFC 8441).
+    pub http2: bool,
+    /// HTTP/2 with prior knowledge (h2c) on plain TCP, beside HTTP/1.1.
+    pub h2c: bool,
 }
 
 impl Default for Config {
@@ -125,6 +129,8 @@ impl Default for Config {
             redis: None,
             tls: None,
             compression: Compression::default(),
+            http2: true,
+            h2c: false,
         }
     }
 }

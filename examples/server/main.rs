@@ -85,7 +85,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(tls) => builder.tls(tls.load()?),
         None => builder,
     };
+    // Every WebSocket route takes requests of any method (routes go by path), so it
+    // accepts HTTP/2's extended CONNECT, and advertising it keeps the promise.
     let server = builder
+        .http2(config.http2)
+        .h2c(config.h2c)
+        .websockets_over_http2(true)
         .reuse_port(config.reuse_port)
         .drain_timeout(config.shutdown_timeout)
         .header_read_timeout(config.header_read_timeout)

@@ -9,6 +9,7 @@ use super::error::ConnectError;
 use super::handle::Client;
 use super::handler::ClientHandler;
 use super::handshake::{redact_query, Connector, Target};
+use super::http2::Http2Connection;
 use super::runner;
 
 /// Configures a [`Client`] before it connects: request headers, subprotocols, TLS roots
@@ -43,6 +44,7 @@ pub struct ClientBuilder {
     header_error: Option<String>,
     protocols: Vec<String>,
     config: ClientConfig,
+    http2: Option<Http2Connection>,
     #[cfg(feature = "tls")]
     tls: super::tls::TlsSettings,
 }
@@ -55,6 +57,7 @@ impl ClientBuilder {
             header_error: None,
             protocols: Vec::new(),
             config: ClientConfig::default(),
+            http2: None,
             #[cfg(feature = "tls")]
             tls: super::tls::TlsSettings::default(),
         }
@@ -96,6 +99,36 @@ impl ClientBuilder {
     /// Sets the connect timeout, message size, keep-alive, backoff and queue settings.
     pub fn config(mut self, config: ClientConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Opens the WebSocket as a stream of `connection` (HTTP/2, RFC 8441) instead of a
+    /// TCP connection of its own; clients given the same [`Http2Connection`] share it.
+    /// `wss://` offers only `h2` by ALPN, `ws://` speaks h2c. A reconnect opens a new
+    /// stream, on a new connection if that one was lost.
+    ///
+    /// ```no_run
+    /// use estuary::client::{Client, ClientHandler, Http2Connection};
+    /// use estuary::Message;
+    ///
+    /// struct Quiet;
+    ///
+    /// impl ClientHandler for Quiet {
+    ///     async fn on_message(&mut self, _client: &Client, _message: Message) {}
+    /// }
+    ///
+    /// # async fn run() -> Result<(), estuary::client::ConnectError> {
+    /// let shared = Http2Connection::new();
+    /// let mut clients = Vec::new();
+    /// for room in ["a", "b", "c"] {
+    ///     let url = format!("ws://127.0.0.1:3000/chat?room={room}");
+    ///     clients.push(Client::builder(url).http2(&shared).connect(Quiet).await?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn http2(mut self, connection: &Http2Connection) -> Self {
+        self.http2 = Some(connection.clone());
         self
     }
 
@@ -164,6 +197,7 @@ impl ClientBuilder {
             self.protocols,
             self.config.compression.clone(),
             self.config.connect_timeout,
+            self.http2,
             #[cfg(feature = "tls")]
             &self.tls,
         )?;
@@ -189,6 +223,7 @@ impl fmt::Debug for ClientBuilder {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("protocols", &self.protocols)
             .field("config", &self.config)
+            .field("http2", &self.http2)
             .finish_non_exhaustive()
     }
 }

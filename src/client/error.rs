@@ -46,7 +46,8 @@ pub enum ConnectError {
     Tls(io::Error),
     /// The HTTP upgrade request failed before a response arrived.
     Http(hyper::Error),
-    /// The server answered with a status other than 101.
+    /// The server refused the WebSocket: it answered with a status other than 101 (over
+    /// HTTP/2, other than 2xx).
     Rejected {
         /// The status the server answered with.
         status: StatusCode,
@@ -57,6 +58,10 @@ pub enum ConnectError {
     InvalidResponse(String),
     /// The server chose a subprotocol the client did not offer.
     UnofferedProtocol(String),
+    /// The client was to open its WebSocket over HTTP/2, and the server does not offer
+    /// that: it did not choose `h2` by ALPN, or does not advertise extended CONNECT
+    /// (`SETTINGS_ENABLE_CONNECT_PROTOCOL`, RFC 8441). The message says which.
+    Http2NotOffered(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -79,15 +84,11 @@ impl fmt::Display for ConnectError {
             ConnectError::Tls(error) => write!(f, "TLS handshake failed: {error}"),
             ConnectError::Http(error) => write!(f, "WebSocket upgrade request failed: {error}"),
             ConnectError::Rejected { status, body } if body.is_empty() => {
-                write!(
-                    f,
-                    "the server answered {status} instead of 101 Switching Protocols"
-                )
+                write!(f, "the server refused the WebSocket with {status}")
             }
-            ConnectError::Rejected { status, body } => write!(
-                f,
-                "the server answered {status} instead of 101 Switching Protocols: {body}"
-            ),
+            ConnectError::Rejected { status, body } => {
+                write!(f, "the server refused the WebSocket with {status}: {body}")
+            }
             ConnectError::InvalidResponse(problem) => {
                 write!(f, "invalid WebSocket handshake response: {problem}")
             }
@@ -95,6 +96,9 @@ impl fmt::Display for ConnectError {
                 f,
                 "the server chose subprotocol {protocol:?}, which the client did not offer"
             ),
+            ConnectError::Http2NotOffered(why) => {
+                write!(f, "no WebSockets over HTTP/2 on this server: {why}")
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Connecting: the URL, the TCP connection, TLS, and the HTTP/1.1 upgrade (RFC 6455 4.1)
-//! on hyper's client connection.
+//! on hyper's client connection, or an extended CONNECT on a shared HTTP/2 connection
+//! (RFC 8441).
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::error::ConnectError;
 use super::handler::Connected;
+use super::http2::{Http2Connection, Origin};
 use super::stream::Stream;
 use crate::protocol::deflate::{negotiation, Negotiated};
 use crate::protocol::DeflateConfig;
@@ -87,6 +89,15 @@ impl Target {
                 .map_err(|_| invalid("the path is not a valid request target"))?,
         })
     }
+
+    /// Scheme, host and port.
+    pub(crate) fn origin(&self) -> Origin {
+        Origin {
+            secure: self.secure,
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
 }
 
 /// `url` with its query, which often carries a token, replaced by `<redacted>`: what logs,
@@ -119,6 +130,8 @@ pub(crate) struct Connector {
     /// permessage-deflate's settings and the offer they make.
     compression: Option<(DeflateConfig, HeaderValue)>,
     timeout: Duration,
+    /// The HTTP/2 connection this client opens its WebSockets on, if it shares one.
+    http2: Option<Http2Connection>,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsConnector>,
 }
@@ -130,6 +143,7 @@ impl Connector {
         protocols: Vec<String>,
         compression: Option<DeflateConfig>,
         timeout: Duration,
+        http2: Option<Http2Connection>,
         #[cfg(feature = "tls")] tls: &super::tls::TlsSettings,
     ) -> Result<Self, ConnectError> {
         if target.secure && cfg!(not(feature = "tls")) {
@@ -144,7 +158,11 @@ impl Connector {
         Ok(Connector {
             compression,
             #[cfg(feature = "tls")]
-            tls: target.secure.then(|| tls.connector()).transpose()?,
+            tls: target
+                .secure
+                .then(|| tls.connector(http2.is_some()))
+                .transpose()?,
+            http2,
             target,
             headers,
             protocols,
@@ -162,6 +180,9 @@ impl Connector {
     }
 
     async fn upgrade(&self) -> Result<Established, ConnectError> {
+        if let Some(shared) = &self.http2 {
+            return self.extended_connect(shared).await;
+        }
         let stream = self.open_stream().await?;
         let key = fastwebsockets::handshake::generate_key();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -181,7 +202,8 @@ impl Connector {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(rejection(response).await);
         }
-        let (connected, deflate) = self.check(&response, &key)?;
+        self.check_upgrade(&response, &key)?;
+        let (connected, deflate) = self.negotiated(response.headers())?;
         let upgraded = hyper::upgrade::on(response)
             .await
             .map_err(ConnectError::Http)?;
@@ -195,6 +217,98 @@ impl Connector {
             connected,
             deflate,
         })
+    }
+
+    /// Opens the WebSocket as a stream of the shared HTTP/2 connection (RFC 8441 4): an
+    /// extended CONNECT with `:protocol = websocket`, answered 200.
+    async fn extended_connect(
+        &self,
+        shared: &Http2Connection,
+    ) -> Result<Established, ConnectError> {
+        let origin = self.target.origin();
+        let mut streams = shared.sender(&origin, || self.open_http2()).await?;
+        streams.sender.ready().await.map_err(ConnectError::Http)?;
+        let response = match streams.sender.send_request(self.connect_request()).await {
+            Ok(response) => response,
+            // A server that does not advertise extended CONNECT resets the stream; its
+            // SETTINGS came before that, so the flag says why.
+            Err(_) if !streams.connect_enabled() => {
+                return Err(ConnectError::Http2NotOffered(format!(
+                    "{origin} does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL"
+                )));
+            }
+            Err(error) => return Err(ConnectError::Http(error)),
+        };
+        if !response.status().is_success() {
+            return Err(rejection(response).await);
+        }
+        let (connected, deflate) = self.negotiated(response.headers())?;
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(ConnectError::Http)?;
+        tracing::debug!(protocol = connected.protocol(), "connected over HTTP/2");
+        Ok(Established {
+            stream: Stream::Http2(TokioIo::new(upgraded)),
+            read_buf: Bytes::new(),
+            connected,
+            deflate,
+        })
+    }
+
+    /// A new connection for HTTP/2: TLS that agreed on `h2` by ALPN, or plain TCP (h2c).
+    async fn open_http2(&self) -> Result<Stream, ConnectError> {
+        let stream = self.open_stream().await?;
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(tls) = &stream {
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(ConnectError::Http2NotOffered(format!(
+                    "{} did not choose h2 by ALPN",
+                    self.target.origin()
+                )));
+            }
+        }
+        Ok(stream)
+    }
+
+    /// The extended CONNECT: the URL's scheme (`https`/`http`), authority and path,
+    /// `:protocol = websocket`, and the headers of the HTTP/1.1 handshake less those
+    /// HTTP/2 has no use for (`Upgrade`, `Connection`, `Sec-WebSocket-Key`).
+    fn connect_request(&self) -> Request<Empty<Bytes>> {
+        let mut request = Request::new(Empty::new());
+        *request.method_mut() = Method::CONNECT;
+        *request.version_mut() = Version::HTTP_2;
+        let mut headers = self.headers.clone();
+        // A `Host` given to the builder names the authority, as it does over HTTP/1.1.
+        let authority = headers
+            .remove(header::HOST)
+            .unwrap_or_else(|| self.target.authority.clone());
+        let path = self
+            .target
+            .path
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        let scheme = if self.target.secure { "https" } else { "http" };
+        *request.uri_mut() = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.as_bytes())
+            .path_and_query(path)
+            .build()
+            .expect("the URL's authority and path, checked when parsed");
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        if let Some(offer) = &self.protocol_header {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, offer.clone());
+        }
+        if let Some((_, offer)) = &self.compression {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, offer.clone());
+        }
+        *request.headers_mut() = headers;
+        request
     }
 
     async fn open_stream(&self) -> Result<Stream, ConnectError> {
@@ -250,12 +364,8 @@ impl Connector {
         request
     }
 
-    /// Checks a 101 response the way RFC 6455 4.1 asks a client to.
-    fn check(
-        &self,
-        response: &Response<Incoming>,
-        key: &str,
-    ) -> Result<(Connected, Option<Negotiated>), ConnectError> {
+    /// Checks a 101 response's upgrade headers the way RFC 6455 4.1 asks a client to.
+    fn check_upgrade(&self, response: &Response<Incoming>, key: &str) -> Result<(), ConnectError> {
         let headers = response.headers();
         let invalid = |problem: String| Err(ConnectError::InvalidResponse(problem));
         let upgrade = headers.get(header::UPGRADE);
@@ -272,6 +382,16 @@ impl Connector {
         {
             return invalid("Sec-WebSocket-Accept does not match the key the client sent".into());
         }
+        Ok(())
+    }
+
+    /// The extension and subprotocol the server accepted, checked against the offer (the
+    /// same over HTTP/1.1 and HTTP/2).
+    fn negotiated(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Connected, Option<Negotiated>), ConnectError> {
+        let invalid = |problem: String| Err(ConnectError::InvalidResponse(problem));
         let accepted = headers
             .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
             .iter()

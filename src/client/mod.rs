@@ -2,7 +2,9 @@
 //! keeps the connection alive and sends from any task.
 //!
 //! [`Client::connect`] opens a `ws://` or `wss://` connection (hyper's HTTP/1.1 client
-//! does the upgrade) and runs your [`ClientHandler`] on a task that owns the socket. The
+//! does the upgrade) and runs your [`ClientHandler`] on a task that owns the socket. With
+//! an [`Http2Connection`] ([`ClientBuilder::http2`]), several clients open their
+//! WebSockets as streams of one HTTP/2 connection instead (RFC 8441). The
 //! frames go through the same strict RFC 6455 codec as the server's: messages arrive
 //! reassembled and UTF-8 validated, pings are answered, bad frames fail the connection
 //! with the right close code. The task keeps the connection alive with pings and a pong
@@ -64,6 +66,7 @@ mod error;
 mod handle;
 mod handler;
 mod handshake;
+mod http2;
 mod runner;
 mod stream;
 #[cfg(feature = "tls")]
@@ -74,6 +77,7 @@ pub use config::{Backoff, ClientConfig, WhileReconnecting};
 pub use error::{ConnectError, SendError};
 pub use handle::{Client, ClientState};
 pub use handler::{ClientHandler, Connected, DisconnectReason, Reconnect};
+pub use http2::Http2Connection;
 
 /// The rustls crate the `tls` feature uses, for [`ClientBuilder::add_root_certificate`]
 /// and [`ClientBuilder::tls_config`].

@@ -1,9 +1,11 @@
-//! The client's socket: plain TCP, or TLS over TCP.
+//! The client's socket: plain TCP, TLS over TCP, or a stream of an HTTP/2 connection.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -13,6 +15,8 @@ pub(crate) enum Stream {
     Plain(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A WebSocket on a stream of an HTTP/2 connection (RFC 8441).
+    Http2(TokioIo<Upgraded>),
 }
 
 impl AsyncRead for Stream {
@@ -25,6 +29,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Http2(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -39,6 +44,29 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Http2(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Http2(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Http2(s) => s.is_write_vectored(),
         }
     }
 
@@ -47,6 +75,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Http2(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -55,6 +84,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Http2(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -20,10 +20,19 @@ pub(crate) struct TlsSettings {
 
 impl TlsSettings {
     /// The connector every connection of one client uses: built once, at the first
-    /// connect.
-    pub(crate) fn connector(&self) -> Result<TlsConnector, ConnectError> {
+    /// connect. It offers `h2` by ALPN for a client on an HTTP/2 connection, `http/1.1`
+    /// otherwise, so that a server that speaks both picks the one the client speaks;
+    /// a config of the user's is used with that ALPN list.
+    pub(crate) fn connector(&self, http2: bool) -> Result<TlsConnector, ConnectError> {
+        let alpn = if http2 {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         if let Some(config) = &self.config {
-            return Ok(TlsConnector::from(config.clone()));
+            let mut config = ClientConfig::clone(config);
+            config.alpn_protocols = alpn;
+            return Ok(TlsConnector::from(Arc::new(config)));
         }
         let mut roots: RootCertStore = webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
         for (i, cert) in self.extra_roots.iter().enumerate() {
@@ -39,9 +48,7 @@ impl TlsSettings {
             .map_err(|e| ConnectError::Config(format!("TLS: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        // The upgrade is an HTTP/1.1 request; say so, so that a server that also speaks h2
-        // does not pick it.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn;
         Ok(TlsConnector::from(Arc::new(config)))
     }
 }

@@ -1,6 +1,8 @@
-//! Serving a tower service over TCP: socket2 binding, HTTP/1.1 with upgrades through
-//! hyper-util, graceful shutdown.
+//! Serving a tower service over TCP: socket2 binding, HTTP/1.1 with upgrades and HTTP/2
+//! (with WebSockets over it, RFC 8441) through hyper-util, TLS, graceful shutdown.
 
+mod activity;
+mod http;
 mod pending;
 mod refusals;
 mod shutdown;
@@ -15,17 +17,18 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use ::http::{Method, Request, Response, StatusCode, Version};
 use estuary_middleware::key::DEFAULT_IPV6_PREFIX;
 use estuary_middleware::PeerAddr;
-use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
+use activity::{Activity, Tracked};
+use http::Builders;
 use pending::PendingLimit;
 use refusals::{close_if_refused, record_handshake, refuse_busy, RefusalLog};
 pub use shutdown::Shutdown;
@@ -49,7 +52,11 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 #[derive(Clone)]
 pub struct ServerBuilder {
     #[cfg(feature = "tls")]
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    http2: bool,
+    h2c: bool,
+    websockets_over_http2: bool,
+    http2_max_concurrent_streams: u32,
     reuse_port: bool,
     backlog: i32,
     drain_timeout: Duration,
@@ -65,6 +72,10 @@ impl Default for ServerBuilder {
         Self {
             #[cfg(feature = "tls")]
             tls: None,
+            http2: true,
+            h2c: false,
+            websockets_over_http2: false,
+            http2_max_concurrent_streams: 100,
             reuse_port: false,
             backlog: 1024,
             drain_timeout: Duration::from_secs(30),
@@ -85,10 +96,87 @@ impl ServerBuilder {
     }
 
     /// Serves https:// and wss:// with `config` (see [`tls_from_pem`]). The TLS
-    /// handshake must finish within the header read timeout.
+    /// handshake must finish within the header read timeout. The server sets the ALPN
+    /// protocols itself: `h2` and `http/1.1` with [`http2`](Self::http2) on, `http/1.1`
+    /// alone with it off.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
-        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+    pub fn tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Speaks HTTP/2 over TLS to clients that choose it by ALPN (browsers do), as well as
+    /// HTTP/1.1. Default on. On plain TCP, see [`h2c`](Self::h2c); for WebSockets over
+    /// HTTP/2, [`websockets_over_http2`](Self::websockets_over_http2).
+    ///
+    /// HTTP/2's own limits: [`http2_max_concurrent_streams`](Self::http2_max_concurrent_streams)
+    /// streams at once per connection; a header list of at most
+    /// [`max_header_size`](Self::max_header_size); at most 20 streams the client resets
+    /// before they are answered (the "rapid reset" attack of 2023, CVE-2023-44487) and
+    /// 256 streams the server resets for the client's protocol errors (CVE-2025-8671),
+    /// after which the connection is closed with GOAWAY. An HTTP/2 connection with
+    /// nothing in flight for the [`header_read_timeout`](Self::header_read_timeout) is
+    /// closed, as an idle HTTP/1.1 connection is. It holds a place of
+    /// [`max_pending_handshakes`](Self::max_pending_handshakes) (and of the per-address
+    /// limit) while it carries no WebSocket, like an HTTP/1.1 connection before its
+    /// upgrade, and gives it back while it carries one; the limits count connections,
+    /// not streams.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
+    /// Speaks HTTP/2 on plain TCP to clients that open with the HTTP/2 preface (h2c with
+    /// prior knowledge), as well as HTTP/1.1. Default off: browsers never use h2c, and a
+    /// reverse proxy in front usually speaks HTTP/1.1 to its backends. It costs every
+    /// HTTP/1.1 connection one small read, to tell the protocols apart. Needs
+    /// [`http2`](Self::http2) on.
+    ///
+    /// ```no_run
+    /// # fn run() -> std::io::Result<()> {
+    /// let server = estuary::Server::builder()
+    ///     .h2c(true)
+    ///     .websockets_over_http2(true)
+    ///     .bind("127.0.0.1:3000".parse().unwrap())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn h2c(mut self, on: bool) -> Self {
+        self.h2c = on;
+        self
+    }
+
+    /// Advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` on HTTP/2 connections, so that
+    /// clients open WebSockets as streams of the connection (RFC 8441, extended
+    /// `CONNECT`) instead of a TCP connection each. Default off.
+    ///
+    /// Turn it on only if *every* path a client may open a WebSocket on accepts
+    /// `CONNECT`: browsers take the setting as a promise, and a WebSocket refused for its
+    /// method (405) is not retried over HTTP/1.1, it fails. [`WebSocketService`]
+    /// accepts `CONNECT` wherever it is mounted for every method: served alone, in a
+    /// router that routes by path, or in axum with `route_service` or `any_service`.
+    /// Mounted for `GET` only (axum's `get_service`), it gets no `CONNECT`, and this
+    /// must stay off. Needs [`http2`](Self::http2) on.
+    ///
+    /// [`WebSocketService`]: crate::WebSocketService
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = estuary::Server::builder()
+    ///     .tls(estuary::tls_from_pem("cert.pem", "key.pem")?)
+    ///     .websockets_over_http2(true)
+    ///     .bind("0.0.0.0:443".parse()?)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn websockets_over_http2(mut self, on: bool) -> Self {
+        self.websockets_over_http2 = on;
+        self
+    }
+
+    /// The most streams (requests and WebSockets) one HTTP/2 connection may have open at
+    /// once; the client is told in its SETTINGS, and a stream over it is refused.
+    /// Default 100, the least RFC 9113 recommends.
+    pub fn http2_max_concurrent_streams(mut self, max: u32) -> Self {
+        self.http2_max_concurrent_streams = max;
         self
     }
 
@@ -110,7 +198,8 @@ impl ServerBuilder {
         self
     }
 
-    /// The largest request head, in bytes. Default 64 KiB.
+    /// The largest request head, in bytes (HTTP/2: the largest header list). Default
+    /// 64 KiB.
     pub fn max_header_size(mut self, bytes: usize) -> Self {
         self.max_header_size = bytes;
         self
@@ -172,9 +261,21 @@ impl ServerBuilder {
         socket.bind(&addr.into())?;
         socket.listen(self.backlog)?;
         let listener = TcpListener::from_std(socket.into())?;
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref().map(|config| {
+            let mut config = tokio_rustls::rustls::ServerConfig::clone(config);
+            config.alpn_protocols = if self.http2 {
+                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         Ok(Server {
             listener,
             config: self,
+            #[cfg(feature = "tls")]
+            tls,
             shutdown: Shutdown::new(),
         })
     }
@@ -186,6 +287,13 @@ impl std::fmt::Debug for ServerBuilder {
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls.is_some());
         debug
+            .field("http2", &self.http2)
+            .field("h2c", &self.h2c)
+            .field("websockets_over_http2", &self.websockets_over_http2)
+            .field(
+                "http2_max_concurrent_streams",
+                &self.http2_max_concurrent_streams,
+            )
             .field("reuse_port", &self.reuse_port)
             .field("backlog", &self.backlog)
             .field("drain_timeout", &self.drain_timeout)
@@ -201,7 +309,7 @@ impl std::fmt::Debug for ServerBuilder {
     }
 }
 
-/// An HTTP/1.1 server with WebSocket upgrades and graceful shutdown.
+/// An HTTP/1.1 and HTTP/2 server with WebSocket upgrades and graceful shutdown.
 ///
 /// It puts a [`PeerAddr`] and its [`Shutdown`] in every request's extensions, so auth and
 /// rate limits see the client address and `WebSocketService` registers its sockets for
@@ -220,11 +328,22 @@ impl std::fmt::Debug for ServerBuilder {
 ///         .await
 /// }
 /// ```
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     config: ServerBuilder,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("config", &self.config)
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -286,6 +405,8 @@ impl Server {
         let Server {
             listener,
             config,
+            #[cfg(feature = "tls")]
+            tls,
             shutdown,
         } = self;
         // HTTP connections not (yet) upgraded: finished gracefully on shutdown.
@@ -299,6 +420,8 @@ impl Server {
         let acceptor = Acceptor {
             listener,
             config: config.clone(),
+            #[cfg(feature = "tls")]
+            tls,
             shutdown: shutdown.clone(),
             http_conns: http_conns.clone(),
             stop_http: stop_http.clone(),
@@ -357,6 +480,8 @@ impl Server {
 struct Acceptor {
     listener: TcpListener,
     config: ServerBuilder,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: Shutdown,
     http_conns: TaskTracker,
     stop_http: CancellationToken,
@@ -382,15 +507,16 @@ impl Acceptor {
         let Acceptor {
             listener,
             config,
+            #[cfg(feature = "tls")]
+            tls,
             shutdown,
             http_conns,
             stop_http,
             stop,
         } = self;
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_buf_size(config.max_header_size.max(8192));
+        let plain = Builders::new(&config, config.http2 && config.h2c);
+        #[cfg(feature = "tls")]
+        let secure = Builders::new(&config, config.http2);
         let pending = PendingLimit::new(
             config.max_pending_handshakes,
             config.max_pending_handshakes_per_ip,
@@ -423,88 +549,126 @@ impl Acceptor {
                     continue;
                 }
             };
-            let service = service.clone();
-            let registry = shutdown.clone();
-            let refusals = refusals.clone();
-            let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(PeerAddr(peer));
-                request.extensions_mut().insert(registry.clone());
-                let handshake =
-                    is_websocket_upgrade(&request).then(|| request.uri().path().to_owned());
-                let response = service.clone().oneshot(request);
-                let refusals = refusals.clone();
-                async move {
-                    let mut response = response.await;
-                    if let Ok(response) = &mut response {
-                        let upgrade = handshake.is_some();
-                        if let Some(path) = handshake {
-                            record_handshake(response.status(), &path, peer, &refusals);
-                        }
-                        close_if_refused(response, upgrade);
-                    }
-                    response
-                }
-            });
-            let http = http.clone();
+            // Held while the connection is in its HTTP phase: see `activity`.
+            let activity = Activity::new(pending.clone(), peer.ip(), permit);
+            let per_request = per_request(
+                service.clone(),
+                peer,
+                shutdown.clone(),
+                activity.clone(),
+                refusals.clone(),
+            );
             let stop = stop_http.clone();
+            let timeout = config.header_read_timeout;
             #[cfg(feature = "tls")]
-            let tls = config.tls.clone();
-            let handshake_timeout = config.header_read_timeout;
-            http_conns.spawn(async move {
-                // Held while the connection is in its HTTP phase: hyper's connection
-                // future ends when the socket upgrades.
-                let _permit = permit;
-                #[cfg(feature = "tls")]
-                if let Some(tls) = tls {
-                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_http(&http, stream, per_request, stop, peer).await,
+            if let Some(tls) = tls.clone() {
+                let http = secure.clone();
+                http_conns.spawn(async move {
+                    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            http.serve(stream, per_request, stop, &activity, timeout, peer)
+                                .await;
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    return;
-                }
-                let _ = handshake_timeout;
-                serve_http(&http, stream, per_request, stop, peer).await;
+                    activity.end();
+                });
+                continue;
+            }
+            let http = plain.clone();
+            http_conns.spawn(async move {
+                http.serve(stream, per_request, stop, &activity, timeout, peer)
+                    .await;
+                activity.end();
             });
         }
     }
 }
 
-/// Serves HTTP/1.1 with upgrades on one connection, finishing gracefully on `stop`.
-async fn serve_http<I, S, B>(
-    http: &hyper::server::conn::http1::Builder,
-    io: I,
+/// What the service answers a request with: a response whose body keeps the request
+/// counted in flight until it is sent.
+type Answer<B, E> = Result<Response<Tracked<B>>, E>;
+
+/// The service hyper calls for each request of one connection: it puts the client's
+/// address and the server's [`Shutdown`] in the request's extensions, counts the request
+/// in flight until its response is sent, records a WebSocket handshake's outcome, and
+/// tells a refused HTTP/1.1 client that the connection closes.
+fn per_request<S, B>(
     service: S,
-    stop: CancellationToken,
     peer: SocketAddr,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    shutdown: Shutdown,
+    activity: Arc<Activity>,
+    refusals: Arc<RefusalLog>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<B>>,
+    Error = S::Error,
+    Future = impl Future<Output = Answer<B, S::Error>> + Send + 'static,
+> + Send
+       + 'static
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
+    S::Future: Send,
     B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
 {
-    let conn = http
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let in_flight = activity.request();
+        request.extensions_mut().insert(PeerAddr(peer));
+        request.extensions_mut().insert(shutdown.clone());
+        let http2 = request.version() == Version::HTTP_2;
+        let handshake = is_websocket_handshake(&request).then(|| request.uri().path().to_owned());
+        // An HTTP/2 WebSocket is a stream of this connection: the session carries the
+        // lease, so that the connection knows while it has WebSockets open.
+        let lease = (http2 && handshake.is_some()).then(|| {
+            let lease = activity.websocket();
+            let watch = lease.watch();
+            request.extensions_mut().insert(lease);
+            watch
+        });
+        let response = service.clone().oneshot(request);
+        let refusals = refusals.clone();
+        async move {
+            let mut response = response.await;
+            if let Ok(response) = &mut response {
+                let status = response.status();
+                let accepted = if http2 {
+                    status.is_success()
+                } else {
+                    status == StatusCode::SWITCHING_PROTOCOLS
+                };
+                if let Some(path) = &handshake {
+                    record_handshake(accepted, status, path, peer, &refusals);
+                }
+                if accepted {
+                    if let Some(lease) = &lease {
+                        lease.opened();
+                    }
+                }
+                // HTTP/2 has no `Connection` header: a refused stream is simply answered,
+                // and the connection goes on.
+                if !http2 {
+                    close_if_refused(response, handshake.is_some());
+                }
+            }
+            response.map(|response| response.map(|body| Tracked::new(body, in_flight)))
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, %peer, "http connection ended with an error");
-    }
+    })
 }
 
-fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
+/// Whether `request` opens a WebSocket: an HTTP/1.1 `Upgrade: websocket`, or an HTTP/2
+/// extended `CONNECT` with `:protocol = websocket`.
+fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
+    if request.method() == Method::CONNECT {
+        return request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"));
+    }
     request
         .headers()
-        .get(http::header::UPGRADE)
+        .get(::http::header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 

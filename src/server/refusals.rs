@@ -1,5 +1,6 @@
 //! How the server refuses: the 503 for a connection over a pending-handshake limit,
-//! `Connection: close` on a refused upgrade, and a log of refusals that is rate-limited,
+//! `Connection: close` on a refused HTTP/1.1 upgrade (HTTP/2 has no such header: a
+//! refused stream is answered, and its connection goes on), and a log of refusals that is rate-limited,
 //! so that a flood of bad handshakes is neither a flood of idle connections nor a flood
 //! of log lines.
 
@@ -85,7 +86,7 @@ pub(crate) async fn refuse_busy(
     if let Some(suppressed) = refusals.admit() {
         tracing::info!(%peer, suppressed, "{why}: refused with 503");
     }
-    crate::metrics::handshake(StatusCode::SERVICE_UNAVAILABLE);
+    crate::metrics::handshake(false, StatusCode::SERVICE_UNAVAILABLE);
     // A socket closed with the request still unread is reset, and the reset can reach
     // the client before the answer does: so send the answer, shut down writing, and read
     // (and drop) what the client sent until it closes, all within one second.
@@ -109,13 +110,14 @@ pub(crate) async fn refuse_busy(
 /// flood, only the first few of each second are logged, and the next line logged says how
 /// many were not (`suppressed`).
 pub(crate) fn record_handshake(
+    accepted: bool,
     status: StatusCode,
     path: &str,
     peer: SocketAddr,
     refusals: &RefusalLog,
 ) {
-    crate::metrics::handshake(status);
-    if status != StatusCode::SWITCHING_PROTOCOLS {
+    crate::metrics::handshake(accepted, status);
+    if !accepted {
         if let Some(suppressed) = refusals.admit() {
             tracing::info!(
                 status = status.as_u16(),

@@ -56,8 +56,9 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
-/// A rustls server configuration from a PEM certificate chain and a PEM private key,
-/// offering HTTP/1.1 over ALPN.
+/// A rustls server configuration from a PEM certificate chain and a PEM private key. It
+/// offers HTTP/1.1 by ALPN; [`ServerBuilder::tls`](super::ServerBuilder::tls) sets the
+/// list the server speaks (`h2` too, with HTTP/2 on).
 ///
 /// ```no_run
 /// # fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use estuary_middleware::{Identity, PeerAddr};
-use http::{Extensions, HeaderMap, Uri};
+use http::{Extensions, HeaderMap, Uri, Version};
 
 /// One WebSocket connection's identity and the request that opened it.
 ///
@@ -43,6 +43,7 @@ pub struct Session {
     extensions: Extensions,
     protocol: Option<Arc<str>>,
     compression: Option<Arc<str>>,
+    http_version: Version,
     opened_at: Instant,
 }
 
@@ -69,6 +70,7 @@ impl Session {
             extensions,
             protocol,
             compression: None,
+            http_version: Version::HTTP_11,
             opened_at: Instant::now(),
         }
     }
@@ -157,6 +159,32 @@ impl Session {
         self.compression = Some(Arc::from(agreed));
     }
 
+    /// The HTTP version of the handshake: `HTTP/1.1` for an upgraded connection,
+    /// `HTTP/2.0` for a WebSocket on a stream of an HTTP/2 connection (RFC 8441).
+    ///
+    /// ```
+    /// use estuary::{Conn, Handler, Message};
+    ///
+    /// #[derive(Clone)]
+    /// struct Report;
+    ///
+    /// impl Handler for Report {
+    ///     async fn on_open(&mut self, conn: &mut Conn) {
+    ///         let over = format!("{:?}", conn.session().http_version());
+    ///         let _ = conn.send(over);
+    ///     }
+    ///
+    ///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+    /// }
+    /// ```
+    pub fn http_version(&self) -> Version {
+        self.http_version
+    }
+
+    pub(crate) fn set_http_version(&mut self, version: Version) {
+        self.http_version = version;
+    }
+
     /// When the socket opened.
     pub fn opened_at(&self) -> Instant {
         self.opened_at
@@ -171,6 +199,7 @@ impl fmt::Debug for Session {
             .field("peer", &self.peer)
             .field("uri", &Redacted(&self.uri))
             .field("protocol", &self.protocol)
+            .field("http_version", &self.http_version)
             .finish_non_exhaustive()
     }
 }

@@ -1,5 +1,6 @@
-//! Handshake checks, in the order RFC 6455 4.2.1 lists them, each rejection its own error
-//! with the status it answers and a body that says what was wrong.
+//! Handshake checks, in the order RFC 6455 4.2.1 lists them (for HTTP/2, RFC 8441 5),
+//! each rejection its own error with the status it answers and a body that says what
+//! was wrong.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -21,10 +22,16 @@ use crate::protocol::DeflateConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    /// Not a GET request (400).
+    /// An HTTP/1.1 request that is not a GET (400).
     MethodNotGet(Method),
-    /// Not HTTP/1.1 (400).
+    /// Neither HTTP/1.1 nor HTTP/2 (400).
     NotHttp11(Version),
+    /// An HTTP/2 request that is not a `CONNECT` (400): over HTTP/2 a WebSocket opens
+    /// with an extended `CONNECT` (RFC 8441).
+    MethodNotConnect(Method),
+    /// An HTTP/2 `CONNECT` whose `:protocol` is not `websocket` (501), or that has none
+    /// (a tunnel request); the protocol it named, if any.
+    UnsupportedConnectProtocol(Option<String>),
     /// No `Upgrade: websocket` header (426).
     MissingUpgrade,
     /// No `Connection: upgrade` header (426).
@@ -57,6 +64,7 @@ impl HandshakeError {
         match self {
             HandshakeError::MethodNotGet(_)
             | HandshakeError::NotHttp11(_)
+            | HandshakeError::MethodNotConnect(_)
             | HandshakeError::MissingKey
             | HandshakeError::KeyNotBase64
             | HandshakeError::InvalidKey { .. }
@@ -64,16 +72,35 @@ impl HandshakeError {
             HandshakeError::MissingUpgrade
             | HandshakeError::MissingConnectionUpgrade
             | HandshakeError::UnsupportedVersion(_) => StatusCode::UPGRADE_REQUIRED,
+            HandshakeError::UnsupportedConnectProtocol(_) => StatusCode::NOT_IMPLEMENTED,
             HandshakeError::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
             HandshakeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             HandshakeError::SessionIdInUse => StatusCode::CONFLICT,
         }
     }
 
-    /// The response: status, a plain-text body with the reason, the headers RFC 6455
-    /// asks for (`Sec-WebSocket-Version: 13` with a version mismatch, `Upgrade` with 426),
-    /// and `Connection: close`: a client refused an upgrade does not keep its connection.
+    /// The response to an HTTP/1.1 request: status, a plain-text body with the reason,
+    /// the headers RFC 6455 asks for (`Sec-WebSocket-Version: 13` with a version
+    /// mismatch, `Upgrade` with 426), and `Connection: close`: a client refused an
+    /// upgrade does not keep its connection.
     pub fn into_response(self) -> Response<Full<Bytes>> {
+        self.into_response_for(Version::HTTP_11)
+    }
+
+    /// The response to a request of this HTTP `version`. Over HTTP/2 it has no
+    /// `Connection` or `Upgrade` header (HTTP/2 has none): the refused stream is
+    /// answered, and the connection's other streams go on.
+    ///
+    /// ```
+    /// use estuary::HandshakeError;
+    /// use http::Version;
+    ///
+    /// let refused = HandshakeError::UnsupportedConnectProtocol(Some("webtransport".into()))
+    ///     .into_response_for(Version::HTTP_2);
+    /// assert_eq!(refused.status(), http::StatusCode::NOT_IMPLEMENTED);
+    /// assert!(refused.headers().get("connection").is_none());
+    /// ```
+    pub fn into_response_for(self, version: Version) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(Bytes::from(format!("{self}\n"))));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -81,18 +108,21 @@ impl HandshakeError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        let http1 = version <= Version::HTTP_11;
         if self.status() == StatusCode::UPGRADE_REQUIRED {
-            // RFC 9110 7.8: whoever sends `Upgrade` names it in `Connection` too.
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(
-                header::CONNECTION,
-                HeaderValue::from_static("upgrade, close"),
-            );
+            if http1 {
+                // RFC 9110 7.8: whoever sends `Upgrade` names it in `Connection` too.
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(
+                    header::CONNECTION,
+                    HeaderValue::from_static("upgrade, close"),
+                );
+            }
             headers.insert(
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
             );
-        } else {
+        } else if http1 {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self == HandshakeError::ShuttingDown {
@@ -111,6 +141,20 @@ impl std::fmt::Display for HandshakeError {
             HandshakeError::NotHttp11(version) => {
                 write!(f, "WebSocket handshake must be HTTP/1.1, got {version:?}")
             }
+            HandshakeError::MethodNotConnect(method) => write!(
+                f,
+                "a WebSocket over HTTP/2 opens with an extended CONNECT \
+                 (:protocol = websocket, RFC 8441), got {method}"
+            ),
+            HandshakeError::UnsupportedConnectProtocol(None) => f.write_str(
+                "CONNECT without :protocol is a tunnel request: this endpoint only speaks \
+                 WebSocket (:protocol = websocket)",
+            ),
+            HandshakeError::UnsupportedConnectProtocol(Some(protocol)) => write!(
+                f,
+                "unsupported :protocol {protocol:?}: this endpoint only speaks WebSocket \
+                 (:protocol = websocket)"
+            ),
             HandshakeError::MissingUpgrade => f.write_str(
                 "missing \"Upgrade: websocket\" header: this endpoint only speaks WebSocket",
             ),
@@ -148,13 +192,28 @@ impl std::fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-/// Checks that `request` is a valid WebSocket opening handshake.
-pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), HandshakeError> {
+/// How a valid handshake opens its WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// An HTTP/1.1 `GET` with `Upgrade: websocket`, answered 101.
+    Upgrade,
+    /// An HTTP/2 extended `CONNECT` with `:protocol = websocket`, answered 200.
+    ExtendedConnect,
+}
+
+/// Checks that `request` is a valid WebSocket opening handshake: RFC 6455 4.2.1 for
+/// HTTP/1.1, RFC 8441 5 for HTTP/2.
+pub(crate) fn validate<B>(request: &Request<B>) -> Result<Opening, HandshakeError> {
+    match request.version() {
+        Version::HTTP_11 => validate_upgrade(request).map(|()| Opening::Upgrade),
+        Version::HTTP_2 => validate_connect(request).map(|()| Opening::ExtendedConnect),
+        other => Err(HandshakeError::NotHttp11(other)),
+    }
+}
+
+fn validate_upgrade<B>(request: &Request<B>) -> Result<(), HandshakeError> {
     if request.method() != Method::GET {
         return Err(HandshakeError::MethodNotGet(request.method().clone()));
-    }
-    if request.version() != Version::HTTP_11 {
-        return Err(HandshakeError::NotHttp11(request.version()));
     }
     let headers = request.headers();
     if !has_token(headers, header::UPGRADE, "websocket") {
@@ -163,13 +222,7 @@ pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), HandshakeError> {
     if !has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    match headers.get(header::SEC_WEBSOCKET_VERSION) {
-        Some(v) if v.as_bytes() == b"13" => {}
-        other => {
-            let got = other.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            return Err(HandshakeError::UnsupportedVersion(got));
-        }
-    }
+    validate_version(headers)?;
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or(HandshakeError::MissingKey)?;
@@ -182,6 +235,34 @@ pub(crate) fn validate<B>(request: &Request<B>) -> Result<(), HandshakeError> {
         });
     }
     Ok(())
+}
+
+/// RFC 8441 5: `:method = CONNECT`, `:protocol = websocket`, and the version header as
+/// over HTTP/1.1; there is no key, and no `Upgrade` or `Connection` header.
+fn validate_connect<B>(request: &Request<B>) -> Result<(), HandshakeError> {
+    if request.method() != Method::CONNECT {
+        return Err(HandshakeError::MethodNotConnect(request.method().clone()));
+    }
+    match request.extensions().get::<hyper::ext::Protocol>() {
+        // An upgrade token, so case-insensitive (RFC 9110 7.8), as `Upgrade: websocket` is.
+        Some(protocol) if protocol.as_str().eq_ignore_ascii_case("websocket") => {}
+        Some(protocol) => {
+            let named = protocol.as_str().to_owned();
+            return Err(HandshakeError::UnsupportedConnectProtocol(Some(named)));
+        }
+        None => return Err(HandshakeError::UnsupportedConnectProtocol(None)),
+    }
+    validate_version(request.headers())
+}
+
+fn validate_version(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    match headers.get(header::SEC_WEBSOCKET_VERSION) {
+        Some(v) if v.as_bytes() == b"13" => Ok(()),
+        other => {
+            let got = other.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            Err(HandshakeError::UnsupportedVersion(got))
+        }
+    }
 }
 
 /// The 101 response: `Sec-WebSocket-Accept` from the validated key, the chosen
@@ -202,6 +283,22 @@ pub(crate) fn switching_protocols(
     let accept =
         HeaderValue::from_str(&accept_key(key.as_bytes())).expect("base64 is a header value");
     out.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    negotiated_headers(out, protocol, extensions);
+    response
+}
+
+/// The 200 to an extended CONNECT (RFC 8441 5): no `Sec-WebSocket-Accept`, the chosen
+/// subprotocol and the accepted extension, if any.
+pub(crate) fn connect_accepted(
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::default());
+    negotiated_headers(response.headers_mut(), protocol, extensions);
+    response
+}
+
+fn negotiated_headers(out: &mut HeaderMap, protocol: Option<&str>, extensions: Option<&str>) {
     if let Some(protocol) = protocol {
         let value = HeaderValue::from_str(protocol).expect("offered protocols are header values");
         out.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
@@ -210,7 +307,6 @@ pub(crate) fn switching_protocols(
         let value = HeaderValue::from_str(extensions).expect("the answer is tokens and digits");
         out.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
     }
-    response
 }
 
 /// permessage-deflate for this handshake: the offer accepted, if any; an error only for
@@ -279,7 +375,10 @@ mod tests {
 
     #[test]
     fn accepts_the_rfc_example_with_a_token_list() {
-        assert_eq!(validate(&handshake().body(()).unwrap()), Ok(()));
+        assert_eq!(
+            validate(&handshake().body(()).unwrap()),
+            Ok(Opening::Upgrade)
+        );
     }
 
     #[test]
@@ -340,6 +439,72 @@ mod tests {
             let response = error.clone().into_response();
             assert_eq!(response.headers()["connection"], "close", "{error}");
         }
+    }
+
+    fn extended_connect(protocol: Option<&'static str>) -> Request<()> {
+        let mut request = Request::connect("https://example.com/ws")
+            .version(Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        if let Some(protocol) = protocol {
+            request
+                .extensions_mut()
+                .insert(hyper::ext::Protocol::from_static(protocol));
+        }
+        request
+    }
+
+    #[test]
+    fn an_extended_connect_for_websocket_opens_without_a_key() {
+        let request = extended_connect(Some("websocket"));
+        assert_eq!(validate(&request), Ok(Opening::ExtendedConnect));
+        let response = connect_accepted(Some("chat.v2"), None);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
+        assert!(response.headers().get("sec-websocket-accept").is_none());
+    }
+
+    #[test]
+    fn http2_requests_that_are_not_websocket_connects_get_their_own_errors() {
+        assert_eq!(
+            validate(&extended_connect(Some("webtransport"))),
+            Err(HandshakeError::UnsupportedConnectProtocol(Some(
+                "webtransport".into()
+            )))
+        );
+        assert_eq!(
+            validate(&extended_connect(None)),
+            Err(HandshakeError::UnsupportedConnectProtocol(None))
+        );
+        let mut get = extended_connect(Some("websocket"));
+        *get.method_mut() = Method::GET;
+        assert_eq!(
+            validate(&get),
+            Err(HandshakeError::MethodNotConnect(Method::GET))
+        );
+        let mut old = extended_connect(Some("websocket"));
+        old.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(
+            validate(&old),
+            Err(HandshakeError::UnsupportedVersion(Some("8".into())))
+        );
+    }
+
+    #[test]
+    fn refusals_over_http2_carry_no_connection_or_upgrade_header() {
+        for error in [
+            HandshakeError::UnsupportedVersion(None),
+            HandshakeError::ShuttingDown,
+            HandshakeError::MethodNotConnect(Method::GET),
+        ] {
+            let response = error.clone().into_response_for(Version::HTTP_2);
+            assert!(response.headers().get("connection").is_none(), "{error}");
+            assert!(response.headers().get("upgrade").is_none(), "{error}");
+        }
+        let response = HandshakeError::UnsupportedVersion(None).into_response_for(Version::HTTP_2);
+        assert_eq!(response.headers()["sec-websocket-version"], "13");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The WebSocket upgrade as a tower `Service`.
+//! The WebSocket upgrade as a tower `Service`: an HTTP/1.1 `GET` with `Upgrade`, or an
+//! HTTP/2 extended `CONNECT` (RFC 8441).
 
 mod handshake;
 
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 pub use handshake::HandshakeError;
+use handshake::Opening;
 
 use crate::engine::{Engine, WebSocketConfig};
 use crate::handler::{Conn, Handler};
@@ -27,13 +29,21 @@ use crate::queue::{QueueState, SessionHandle};
 use crate::server::Shutdown;
 use crate::session::Session;
 
-/// The WebSocket upgrade: a tower `Service` that validates the handshake, answers 101, and
-/// runs the connection with a clone of its [`Handler`].
+/// The WebSocket upgrade: a tower `Service` that validates the handshake, answers 101 (or
+/// 200, to an HTTP/2 extended `CONNECT`), and runs the connection with a clone of its
+/// [`Handler`].
 ///
 /// It takes any request body type, so it mounts in axum, in plain hyper, or behind any
-/// tower layer. Bad handshakes get a [`HandshakeError`] response: 400 or 426 with a body
-/// that says what was wrong. On success the request's headers, URI and extensions move
-/// into the [`Session`].
+/// tower layer. Bad handshakes get a [`HandshakeError`] response: 400, 426 or 501 with a
+/// body that says what was wrong. On success the request's headers, URI and extensions
+/// move into the [`Session`].
+///
+/// Over HTTP/2 (RFC 8441) a WebSocket is one stream of the connection, opened by a
+/// `CONNECT` with `:protocol = websocket`: subprotocols and permessage-deflate are
+/// negotiated as over HTTP/1.1, and the same handler runs through the same engine, the
+/// stream's flow control pushing back as TCP would. The server must advertise it (see
+/// [`ServerBuilder::websockets_over_http2`](crate::ServerBuilder::websockets_over_http2)),
+/// and the service must see `CONNECT` requests: mount it for every method.
 ///
 /// ```
 /// use estuary::{handler_fn, Conn, Message, WebSocketConfig, WebSocketService};
@@ -113,7 +123,7 @@ impl<H: Handler> WebSocketService<H> {
     }
 
     fn upgrade<B>(&self, mut request: Request<B>) -> Result<Response<Full<Bytes>>, HandshakeError> {
-        handshake::validate(&request)?;
+        let opening = handshake::validate(&request)?;
         if request.extensions().get::<OnUpgrade>().is_none() {
             return Err(HandshakeError::NotUpgradable);
         }
@@ -142,11 +152,13 @@ impl<H: Handler> WebSocketService<H> {
             Some(config) => handshake::negotiate_deflate(config, request.headers())?,
             None => None,
         };
-        let response = handshake::switching_protocols(
-            request.headers(),
-            protocol.as_deref(),
-            deflate.as_ref().map(|agreed| agreed.header.as_str()),
-        );
+        let agreed = deflate.as_ref().map(|agreed| agreed.header.as_str());
+        let response = match opening {
+            Opening::Upgrade => {
+                handshake::switching_protocols(request.headers(), protocol.as_deref(), agreed)
+            }
+            Opening::ExtendedConnect => handshake::connect_accepted(protocol.as_deref(), agreed),
+        };
         let on_upgrade = hyper::upgrade::on(&mut request);
 
         let (parts, _body) = request.into_parts();
@@ -159,6 +171,7 @@ impl<H: Handler> WebSocketService<H> {
             Session::without_credentials(parts.headers)
         };
         let mut session = Session::new(parts.uri, headers, parts.extensions, protocol.clone());
+        session.set_http_version(parts.version);
         if let Some(agreed) = &deflate {
             session.set_compression(&agreed.header);
         }
@@ -167,6 +180,7 @@ impl<H: Handler> WebSocketService<H> {
             session = session.id(),
             user = session.user_id(),
             peer = ?session.peer_addr(),
+            http = ?parts.version,
         );
         let registration = self
             .hub
@@ -201,7 +215,7 @@ impl<H: Handler> WebSocketService<H> {
             let (upgraded, ()) = tokio::join!(on_upgrade, pending.conn.until_routed());
             match upgraded {
                 Ok(upgraded) => pending.into_engine(upgraded).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade failed after 101"),
+                Err(e) => tracing::debug!(error = %e, "upgrade failed after the handshake"),
             }
         }
         .instrument(span);
@@ -229,7 +243,9 @@ struct Pending<H> {
 impl<H: Handler> Pending<H> {
     /// The engine for the upgraded socket, as one boxed future. On a plain TCP socket it
     /// runs on the `TcpStream` itself, without hyper's upgrade wrapper in every read and
-    /// write. A plain function, not an `async` one, so that nothing is held twice.
+    /// write (hyper-util's auto builder wraps the socket once more, which its `downcast`
+    /// sees through); anything else (TLS, an HTTP/2 stream) runs on the `Upgraded`. A
+    /// plain function, not an `async` one, so that nothing is held twice.
     /// Takes the box, so that it is freed here rather than when the connection ends.
     #[allow(clippy::boxed_local)] // the box is the point: see above
     fn into_engine(
@@ -245,12 +261,18 @@ impl<H: Handler> Pending<H> {
             deflate,
         } = *self;
         let deflate = deflate.as_ref();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
+        let tcp = hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded)
+            .map(|parts| (parts.io, parts.read_buf))
+            .or_else(|upgraded| {
+                upgraded
+                    .downcast::<TokioIo<TcpStream>>()
+                    .map(|parts| (parts.io, parts.read_buf))
+            });
+        match tcp {
+            Ok((io, read_buf)) => {
                 // Bytes the client sent right behind its handshake. `read_buf` is a view
                 // into hyper's whole read buffer: copy what is there, and let hyper's
                 // buffer go now rather than when the connection ends.
-                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
                 let rbuf = BytesMut::from(&read_buf[..]);
                 drop(read_buf);
                 let engine = Engine::new(io.into_inner(), rbuf, config, limits, queue, deflate);
@@ -278,9 +300,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let version = request.version();
         let response = self.upgrade(request).unwrap_or_else(|error| {
             tracing::debug!(%error, "websocket handshake rejected");
-            error.into_response()
+            error.into_response_for(version)
         });
         ready(Ok(response))
     }

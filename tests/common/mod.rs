@@ -14,6 +14,7 @@ pub mod pki;
 pub mod proc;
 pub mod python;
 pub mod scrape;
+pub mod sessions;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -218,7 +218,7 @@ pub async fn run(target: &Target, settings: &HandshakeSettings) -> anyhow::Resul
 }
 
 /// `count` handshakes, `concurrency` at a time: handshakes per second.
-async fn run_batch(
+pub(super) async fn run_batch(
     addr: SocketAddr,
     request: &Arc<[u8]>,
     sources: &Arc<AtomicUsize>,

@@ -227,7 +227,7 @@ async fn measure(
 
 /// Reads the memory of process `pid` until RSS has moved less than [`SETTLED_BYTES`] over
 /// a settle window, or the settle limit has passed.
-async fn settled_memory(pid: u32, settings: &IdleSettings) -> anyhow::Result<Memory> {
+pub(super) async fn settled_memory(pid: u32, settings: &IdleSettings) -> anyhow::Result<Memory> {
     let started = Instant::now();
     let readings_per_window =
         (settings.settle_window.as_millis() / settings.settle_poll.as_millis().max(1)) as usize;

@@ -10,6 +10,7 @@ mod cross_node;
 mod echo;
 mod fan_out;
 mod handshake;
+mod http2;
 mod idle;
 mod ping_pong;
 mod request_response;
@@ -29,6 +30,7 @@ pub use cross_node::CrossNodeSettings;
 pub use echo::EchoSettings;
 pub use fan_out::FanOutSettings;
 pub use handshake::HandshakeSettings;
+pub use http2::Http2Settings;
 pub use idle::IdleSettings;
 pub use ping_pong::PingPongSettings;
 pub use request_response::RequestResponseSettings;
@@ -55,6 +57,7 @@ pub struct Settings {
     pub compression: CompressionSettings,
     pub cross_node: CrossNodeSettings,
     pub routing: RoutingSettings,
+    pub http2: Http2Settings,
 }
 
 impl Settings {
@@ -81,6 +84,7 @@ impl Settings {
             fan_out,
             cross_node: CrossNodeSettings::new(quick),
             routing: RoutingSettings::new(quick),
+            http2: Http2Settings::new(quick),
         })
     }
 
@@ -102,6 +106,7 @@ impl Settings {
             ),
             cross_node: CrossNodeSettings::smoke(),
             routing: RoutingSettings::smoke(),
+            http2: Http2Settings::smoke(),
         }
     }
 }
@@ -169,11 +174,14 @@ pub enum Scenario {
     /// A node in 1 of 10 busy channels: CPU per delivered message, interest routing
     /// against broadcast (needs the `redis` feature).
     Routing,
+    /// WebSockets as streams of one HTTP/2 connection: opens per second against HTTP/1.1
+    /// handshakes, and idle bytes per stream.
+    Http2,
 }
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Echo,
         Scenario::PingPong,
         Scenario::RequestResponse,
@@ -184,6 +192,7 @@ impl Scenario {
         Scenario::IdleDeflate,
         Scenario::CrossNode,
         Scenario::Routing,
+        Scenario::Http2,
     ];
 
     /// The scenario's name in progress messages and the JSON.
@@ -199,6 +208,7 @@ impl Scenario {
             Scenario::IdleDeflate => "idle memory, compressed",
             Scenario::CrossNode => "cross-node throughput",
             Scenario::Routing => "interest routing",
+            Scenario::Http2 => "websockets over HTTP/2",
         }
     }
 
@@ -215,11 +225,13 @@ impl Scenario {
             Scenario::IdleDeflate => idle::DEFLATE_METRICS,
             Scenario::CrossNode => cross_node::METRICS,
             Scenario::Routing => routing::METRICS,
+            Scenario::Http2 => http2::METRICS,
         }
     }
 
     /// Whether the scenario has something to measure on `server`: fan-out needs a server
-    /// with a channel to subscribe to; the cross-node scenarios start Estuary nodes of
+    /// with a channel to subscribe to, WebSockets over HTTP/2 one that offers them; the
+    /// cross-node scenarios start Estuary nodes of
     /// their own, built into this binary (so they show in the `estuary-bare` column), and
     /// need the `redis` feature.
     pub fn runs_on(self, server: ServerKind) -> bool {
@@ -230,6 +242,7 @@ impl Scenario {
             Scenario::CrossNode | Scenario::Routing => {
                 server == ServerKind::EstuaryBare && cfg!(feature = "redis")
             }
+            Scenario::Http2 => matches!(server, ServerKind::Estuary | ServerKind::EstuaryBare),
             _ => true,
         }
     }
@@ -253,7 +266,7 @@ impl Scenario {
     pub fn wants_fresh_server(self) -> bool {
         matches!(
             self,
-            Scenario::Idle | Scenario::IdleDeflate | Scenario::RequestResponse
+            Scenario::Idle | Scenario::IdleDeflate | Scenario::RequestResponse | Scenario::Http2
         )
     }
 
@@ -274,6 +287,7 @@ impl Scenario {
                 Scenario::IdleDeflate => idle::run_deflate(target, &settings.idle).await,
                 Scenario::CrossNode => cross_node::run(target, &settings.cross_node).await,
                 Scenario::Routing => routing::run(target, &settings.routing).await,
+                Scenario::Http2 => http2::run(target, &settings.http2).await,
             }
         };
         timeout(limit, run)
@@ -295,6 +309,7 @@ impl Scenario {
                 setup + Duration::from_secs(90) + settings.idle.settle_limit
             }
             Scenario::Handshake => setup + Duration::from_secs(120),
+            Scenario::Http2 => setup * 2 + Duration::from_secs(120),
             Scenario::FanOut => {
                 let messages = settings.fan_out.warmup_messages + settings.fan_out.messages;
                 setup

@@ -219,7 +219,9 @@ pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> 
         Some(pool.swap_remove(at).1)
     });
     let mut compressor = pooled.unwrap_or_else(|| setting.compressor());
-    let compressed = deflate(&mut compressor, payload);
+    // A compressor that failed may hold state its reset does not clear (zlib-rs then
+    // panics on the next message through it): it is dropped, not pooled.
+    let compressed = deflate(&mut compressor, payload)?;
     compressor.reset();
     COMPRESSORS.with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -227,7 +229,7 @@ pub(crate) fn compress_alone(setting: Setting, payload: &[u8]) -> Option<Bytes> 
             pool.push((setting, compressor));
         }
     });
-    compressed.map(BytesMut::freeze)
+    Some(compressed.freeze())
 }
 
 /// Runs `payload` through `compressor` with a sync flush, and strips the flush's tail.
