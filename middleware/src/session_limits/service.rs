@@ -52,6 +52,18 @@ impl SessionLimitsLayer {
         self
     }
 
+    /// Closes each socket up to `fraction` of the max age earlier, drawn once per socket,
+    /// so that sockets opened together are not all closed together (see
+    /// [`SessionLimits::with_max_age_jitter`]).
+    ///
+    /// # Panics
+    ///
+    /// If `fraction` is not between 0 and 1.
+    pub fn with_max_age_jitter(mut self, fraction: f64) -> Self {
+        self.limits = self.limits.with_max_age_jitter(fraction);
+        self
+    }
+
     /// Closes a socket that sends more than `rate.capacity` frames per `rate.duration`
     /// (close code 1008).
     pub fn with_message_rate(mut self, rate: MessageRate) -> Self {
@@ -147,11 +159,13 @@ mod tests {
         let layer = SessionLimitsLayer::new()
             .with_idle_timeout(Duration::from_secs(120))
             .with_max_age(Duration::from_secs(3600))
+            .with_max_age_jitter(0.2)
             .with_message_rate(rate)
             .with_max_message_size(4096);
         let seen = limits_seen(layer).await.expect("limits inserted");
         assert_eq!(seen.idle_timeout, Some(Duration::from_secs(120)));
         assert_eq!(seen.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(seen.max_age_jitter, Some(0.2));
         assert_eq!(seen.message_rate, Some(rate));
         assert_eq!(seen.max_message_size, Some(4096));
     }
