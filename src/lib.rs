@@ -24,6 +24,7 @@
 //! system call.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -35,6 +36,8 @@ mod protocol;
 mod queue;
 mod server;
 mod session;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 mod upgrade;
 
@@ -49,8 +52,8 @@ pub use hub::{
     Caller, Hub, HubBuilder, HubError, HubLimits, HubPolicy, HubStats, Member, Refused, Target,
 };
 pub use protocol::{
-    close_code, CloseError, CloseReason, DeflateConfig, DeflateMode, Message, Prepared,
-    ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,
+    close_code, CloseError, CloseReason, Codec, DecodeError, DecodeErrorKind, DeflateConfig,
+    DeflateMode, EncodeError, Message, Prepared, ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,
 };
 pub use queue::{Event, SendError, SessionHandle, SlowConsumerPolicy};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
