@@ -239,7 +239,11 @@ async fn max_connection_age_jitter_spreads_the_closes_over_the_window() {
         );
     }
     // 16 uniform draws over 600 ms all within 200 ms of each other: about 1 in a million.
-    let spread = ages.iter().max().unwrap().saturating_sub(*ages.iter().min().unwrap());
+    let spread = ages
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_sub(*ages.iter().min().unwrap());
     assert!(
         spread >= Duration::from_millis(200),
         "opened together, closed within {spread:?} of each other: {ages:?}"

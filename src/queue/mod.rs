@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::task::AtomicWaker;
 
-use crate::protocol::{
-    validate_outgoing, CloseError, CloseReason, EncodeError, Message, Prepared,
-};
+use crate::protocol::{validate_outgoing, CloseError, CloseReason, EncodeError, Message, Prepared};
 
 mod event;
 

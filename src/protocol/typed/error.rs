@@ -171,7 +171,11 @@ impl EncodeError {
 
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: cannot encode the value: {}", self.codec, self.detail)
+        write!(
+            f,
+            "{}: cannot encode the value: {}",
+            self.codec, self.detail
+        )
     }
 }
 

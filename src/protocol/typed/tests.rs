@@ -77,7 +77,10 @@ fn json_with_more_after_the_value_is_refused() {
         .decode::<u32>(&Message::text("1 2"))
         .unwrap_err();
     assert_eq!(error.kind(), DecodeErrorKind::TrailingBytes);
-    assert_eq!(error.to_string(), "json: trailing characters at line 1 column 3");
+    assert_eq!(
+        error.to_string(),
+        "json: trailing characters at line 1 column 3"
+    );
 }
 
 #[test]
@@ -130,11 +133,7 @@ mod msgpack {
     use super::*;
 
     fn encoded() -> Vec<u8> {
-        Codec::MsgPack
-            .encode(&say())
-            .unwrap()
-            .as_bytes()
-            .to_vec()
+        Codec::MsgPack.encode(&say()).unwrap().as_bytes().to_vec()
     }
 
     #[test]
@@ -153,7 +152,11 @@ mod msgpack {
         for len in 0..bytes.len() {
             let msg = Message::binary(bytes[..len].to_vec());
             let error = Codec::MsgPack.decode::<Say>(&msg).unwrap_err();
-            assert_eq!(error.kind(), DecodeErrorKind::Truncated, "cut at {len}: {error}");
+            assert_eq!(
+                error.kind(),
+                DecodeErrorKind::Truncated,
+                "cut at {len}: {error}"
+            );
             assert_eq!(error.close_code(), 1007);
         }
         let error = Codec::MsgPack
@@ -168,7 +171,10 @@ mod msgpack {
     #[test]
     fn msgpack_claiming_more_than_it_holds_is_truncated_without_allocating_it() {
         // A str32 of 4 GiB, then three bytes; an array32 of 4 billion elements, then one.
-        for bytes in [&b"\xdb\xff\xff\xff\xffabc"[..], &b"\xdd\xff\xff\xff\xff\x01"[..]] {
+        for bytes in [
+            &b"\xdb\xff\xff\xff\xffabc"[..],
+            &b"\xdd\xff\xff\xff\xff\x01"[..],
+        ] {
             let error = Codec::MsgPack
                 .decode::<serde_json::Value>(&Message::binary(bytes.to_vec()))
                 .unwrap_err();
