@@ -96,11 +96,9 @@ impl Shutdown {
     /// let _ = tokio::time::timeout(Duration::from_secs(30), shutdown.wait()).await;
     /// # Ok(()) }
     /// ```
-    pub fn begin_on(self, signal: impl Future<Output = ()>) -> impl Future<Output = ()> {
-        async move {
-            signal.await;
-            self.begin();
-        }
+    pub async fn begin_on(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.begin();
     }
 
     /// Waits until every connection task has finished (after [`Shutdown::begin`]).
