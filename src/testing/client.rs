@@ -67,6 +67,37 @@ pub struct TestClient {
 }
 
 /// What the server sent next, as [`TestClient::recv_any`] reports it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use estuary::testing::{Received, TestServer};
+/// use estuary::{handler_fn, Conn, Message};
+///
+/// // Echoes until "bye", then closes.
+/// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+///     if msg.as_text() == Some("bye") {
+///         let _ = conn.close(1000, "bye to you");
+///     } else {
+///         let _ = conn.send(msg);
+///     }
+/// }))
+/// .await;
+/// let mut client = server.connect("/").await;
+/// for line in ["a", "b", "bye"] {
+///     client.send(line).await;
+/// }
+/// let mut echoed = Vec::new();
+/// loop {
+///     match client.recv_any().await {
+///         Received::Message(msg) => echoed.push(msg.as_text().unwrap().to_owned()),
+///         Received::Closed(closed) => break assert_eq!(closed.reason, "bye to you"),
+///         Received::Gone(why) => panic!("no close frame: {why}"),
+///     }
+/// }
+/// assert_eq!(echoed, ["a", "b"]);
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     /// A text or binary message.
@@ -78,6 +109,25 @@ pub enum Received {
 }
 
 /// A close frame: its code and reason (1005 and "" for a close frame without a code).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use estuary::testing::{Closed, TestServer};
+/// use estuary::{handler_fn, Conn, Message};
+///
+/// let server = TestServer::handler(handler_fn(|conn: &mut Conn, _msg: Message| {
+///     let _ = conn.send("one last thing");
+///     let _ = conn.close(4000, "done");
+/// }))
+/// .await;
+/// let mut client = server.connect("/").await;
+/// client.send("hi").await;
+/// // `recv_close` passes over "one last thing"; `expect_close` would fail on it.
+/// let closed = client.recv_close().await;
+/// assert_eq!(closed, Closed { code: 4000, reason: "done".into() });
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
     /// The close code.
@@ -87,6 +137,29 @@ pub struct Closed {
 }
 
 /// The server's answer to a handshake it refused: an HTTP status, its headers and body.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use estuary::middleware::auth::{AuthLayer, BearerTokens};
+/// use estuary::testing::TestServer;
+/// use estuary::{handler_fn, Conn, Message, WebSocketService};
+/// use tower::Layer;
+///
+/// let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+///     let _ = conn.send(msg);
+/// }));
+/// let tokens = BearerTokens::new("chat").with_token("t-alice", "alice");
+/// let server = TestServer::start(AuthLayer::new(tokens).layer(echo)).await;
+///
+/// let refused = server.client("/").try_connect().await.unwrap_err();
+/// assert_eq!(refused.status, 401);
+/// assert_eq!(refused.headers["www-authenticate"], r#"Bearer realm="chat""#);
+///
+/// let alice = server.client("/").header("authorization", "Bearer t-alice");
+/// assert!(alice.try_connect().await.is_ok());
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Rejected {
     /// The status: 401, 403, 429, 503...
@@ -107,6 +180,39 @@ impl std::error::Error for Rejected {}
 
 /// Builds a [`TestClient`]: handshake headers, subprotocols, the local address, the
 /// timeout.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use estuary::testing::TestServer;
+/// use estuary::{Conn, Handler, Message};
+///
+/// /// Answers with the client's address and user agent.
+/// #[derive(Clone)]
+/// struct Who;
+///
+/// impl Handler for Who {
+///     async fn on_message(&mut self, conn: &mut Conn, _msg: Message) {
+///         let session = conn.session();
+///         let agent = session.headers()["user-agent"].to_str().unwrap_or("?").to_owned();
+///         let ip = session.peer_addr().unwrap().ip();
+///         let _ = conn.send(format!("{agent} from {ip}"));
+///     }
+/// }
+///
+/// let server = TestServer::handler(Who).await;
+/// let mut client = server
+///     .client("/")
+///     .header("user-agent", "probe/1")
+///     .from_ip("127.0.0.9".parse().unwrap())
+///     .timeout(Duration::from_secs(2))
+///     .connect()
+///     .await;
+/// client.send("who am I?").await;
+/// client.expect_text("probe/1 from 127.0.0.9").await;
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct TestClientBuilder {

@@ -49,7 +49,8 @@
 //! bob.expect_text("hello").await;
 //! alice.expect_text("hello").await;
 //!
-//! let mut nobody = server.connect(&format!("/ws?room={}", "x".repeat(100))).await;
+//! // Longer than the hub allows (256 bytes): the join is refused.
+//! let mut nobody = server.connect(&format!("/ws?room={}", "x".repeat(300))).await;
 //! assert_eq!(nobody.expect_close(1008).await, "no such room");
 //!
 //! bob.close(1000, "bye").await;
@@ -78,6 +79,15 @@ pub use tokio_tungstenite;
 /// How long each wait of the kit lasts before it fails the test, unless set with
 /// [`TestClientBuilder::timeout`] or [`TestServerBuilder::timeout`]: long enough for a
 /// busy CI machine, short enough that a hung test says so.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use estuary::testing::{within, DEFAULT_TIMEOUT};
+///
+/// within("a quick step", DEFAULT_TIMEOUT, tokio::task::yield_now()).await;
+/// # }
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Awaits `future` for at most `timeout`, or fails the test naming `what`.

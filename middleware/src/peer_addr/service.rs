@@ -40,6 +40,29 @@ impl<S> Layer<S> for PeerAddrLayer {
 ///
 /// A `PeerAddr` already in the request (from estuary's `Server`) is kept: it is the
 /// address of the TCP connection as the server accepted it.
+///
+/// ```
+/// use axum::extract::ConnectInfo;
+/// use estuary_middleware::peer_addr::{PeerAddrLayer, SetPeerAddr};
+/// use estuary_middleware::PeerAddr;
+/// use http::{Request, Response};
+/// use std::convert::Infallible;
+/// use std::net::SocketAddr;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|request: Request<()>| async move {
+///     Ok::<_, Infallible>(Response::new(request.extensions().get::<PeerAddr>().copied()))
+/// });
+/// let service: SetPeerAddr<_> = PeerAddrLayer::new().layer(inner);
+/// let addr: SocketAddr = "192.0.2.7:50000".parse().unwrap();
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(ConnectInfo(addr));
+/// let peer = service.oneshot(request).await.unwrap().into_body();
+/// assert_eq!(peer, Some(PeerAddr(addr)));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SetPeerAddr<S> {
     inner: S,

@@ -98,6 +98,27 @@ impl<S> Layer<S> for SessionLimitsLayer {
 ///
 /// Built by [`SessionLimitsLayer`]. It replaces a `SessionLimits` an outer layer inserted,
 /// so the layer closest to the socket wins.
+///
+/// ```
+/// use estuary_middleware::session_limits::{SessionLimitsLayer, SetSessionLimits};
+/// use estuary_middleware::SessionLimits;
+/// use http::{Request, Response};
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|request: Request<()>| async move {
+///     let limits = request.extensions().get::<SessionLimits>().copied();
+///     Ok::<_, Infallible>(Response::new(limits))
+/// });
+/// let layer = SessionLimitsLayer::new().with_idle_timeout(Duration::from_secs(60));
+/// let service: SetSessionLimits<_> = layer.layer(inner);
+/// let seen = service.oneshot(Request::new(())).await.unwrap().into_body().unwrap();
+/// assert_eq!(seen.idle_timeout, Some(Duration::from_secs(60)));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SetSessionLimits<S> {
     inner: S,

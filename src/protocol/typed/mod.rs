@@ -32,7 +32,7 @@ use super::Message;
 /// #[derive(Deserialize)]
 /// struct Add { a: i64, b: i64 }
 ///
-/// #[derive(Serialize)]
+/// #[derive(Debug, Serialize, Deserialize)]
 /// struct Sum { sum: i64 }
 ///
 /// #[derive(Clone)]
