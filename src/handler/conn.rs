@@ -110,6 +110,27 @@ impl Conn {
 
     /// The codec the client negotiated as its subprotocol (`json`, `msgpack`), if the
     /// handler's [`select_protocol`](crate::Handler::select_protocol) picked one.
+    ///
+    /// ```
+    /// use estuary::{Codec, Conn, Handler, Message};
+    ///
+    /// #[derive(Clone)]
+    /// struct Typed;
+    ///
+    /// impl Handler for Typed {
+    ///     fn select_protocol<'a>(&self, offered: &[&'a str]) -> Option<&'a str> {
+    ///         Codec::select(offered)
+    ///     }
+    ///
+    ///     async fn on_open(&mut self, conn: &mut Conn) {
+    ///         if conn.codec().is_none() {
+    ///             let _ = conn.close(1002, "offer the json or msgpack subprotocol");
+    ///         }
+    ///     }
+    ///
+    ///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+    /// }
+    /// ```
     pub fn codec(&self) -> Option<Codec> {
         self.session.protocol().and_then(Codec::from_protocol)
     }

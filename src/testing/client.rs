@@ -377,6 +377,24 @@ impl TestClient {
     }
 
     /// Sends `value` encoded with `codec`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use estuary::testing::TestServer;
+    /// # use estuary::{handler_fn, Conn, Message};
+    /// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .await;
+    /// use estuary::Codec;
+    ///
+    /// let mut client = server.connect("/").await;
+    /// client.send_value(Codec::Json, &["a", "b"]).await;
+    /// let back: Vec<String> = client.recv_value(Codec::Json).await;
+    /// assert_eq!(back, ["a", "b"]);
+    /// # }
+    /// ```
     pub async fn send_value<T: Serialize + ?Sized>(&mut self, codec: Codec, value: &T) {
         let message = codec
             .encode(value)
@@ -385,6 +403,22 @@ impl TestClient {
     }
 
     /// Sends a ping (its pong is skipped, like the server's pings).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use estuary::testing::TestServer;
+    /// # use estuary::{handler_fn, Conn, Message};
+    /// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .await;
+    /// let mut client = server.connect("/").await;
+    /// client.ping(&b"are you there?"[..]).await;
+    /// client.send("yes").await;
+    /// client.expect_text("yes").await; // the pong came first, and was passed over
+    /// # }
+    /// ```
     pub async fn ping(&mut self, payload: impl Into<bytes::Bytes>) {
         self.send_frame(WsMessage::Ping(payload.into())).await;
     }
@@ -452,6 +486,21 @@ impl TestClient {
     }
 
     /// Expects `message` as the next message.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use estuary::testing::TestServer;
+    /// # use estuary::{handler_fn, Conn, Message};
+    /// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .await;
+    /// let mut client = server.connect("/").await;
+    /// client.send(vec![1u8, 2, 3]).await;
+    /// client.expect_message(vec![1u8, 2, 3]).await;
+    /// # }
+    /// ```
     pub async fn expect_message(&mut self, message: impl Into<Message>) {
         let expected = message.into();
         let got = self.recv().await;
@@ -482,6 +531,23 @@ impl TestClient {
     }
 
     /// Expects nothing from the server for `quiet`: no message, no close.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use estuary::testing::TestServer;
+    /// # use estuary::{handler_fn, Conn, Message};
+    /// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .await;
+    /// use std::time::Duration;
+    ///
+    /// let mut client = server.connect("/").await;
+    /// // An echo server says nothing unasked.
+    /// client.expect_silence(Duration::from_millis(50)).await;
+    /// # }
+    /// ```
     pub async fn expect_silence(&mut self, quiet: Duration) {
         let next = tokio::time::timeout(quiet, async {
             loop {
@@ -499,6 +565,21 @@ impl TestClient {
 
     /// Closes with `code` and `reason`, and waits for the server to answer and end the
     /// connection (messages it sent meanwhile are passed over).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use estuary::testing::TestServer;
+    /// # use estuary::{handler_fn, Conn, Message};
+    /// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .await;
+    /// let mut client = server.connect("/").await;
+    /// client.close(1000, "done").await;
+    /// server.until_hub("the session is gone", |hub| hub.stats().sessions == 0).await;
+    /// # }
+    /// ```
     pub async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -514,6 +595,25 @@ impl TestClient {
 
     /// The tokio-tungstenite stream underneath, for what the kit does not do (frames by
     /// hand, a `split` into reader and writer).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use estuary::testing::TestServer;
+    /// # use estuary::{handler_fn, Conn, Message};
+    /// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .await;
+    /// use estuary::testing::tokio_tungstenite::tungstenite::Message as WsMessage;
+    /// use futures_util::{SinkExt, StreamExt};
+    ///
+    /// let client = server.connect("/").await;
+    /// let (mut write, mut read) = client.into_inner().split();
+    /// write.send(WsMessage::text("raw")).await.unwrap();
+    /// assert_eq!(read.next().await.unwrap().unwrap(), WsMessage::text("raw"));
+    /// # }
+    /// ```
     pub fn into_inner(self) -> Stream {
         self.stream
     }

@@ -106,6 +106,22 @@ impl TestServer {
 
     /// Waits until `check` holds for the hub (polled every 10 ms), or fails the test
     /// naming `what`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use estuary::testing::TestServer;
+    /// # use estuary::{handler_fn, Conn, Message};
+    /// let server = TestServer::handler(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .await;
+    /// let client = server.connect("/").await;
+    /// assert_eq!(server.hub().stats().sessions, 1); // registered before the 101
+    /// drop(client);
+    /// server.until_hub("the socket is forgotten", |hub| hub.stats().sessions == 0).await;
+    /// # }
+    /// ```
     pub async fn until_hub(&self, what: &str, mut check: impl FnMut(&Hub) -> bool) {
         let hub = self.hub();
         eventually(what, self.timeout, || check(hub)).await;

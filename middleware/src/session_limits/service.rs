@@ -59,6 +59,18 @@ impl SessionLimitsLayer {
     /// # Panics
     ///
     /// If `fraction` is not between 0 and 1.
+    ///
+    /// ```
+    /// use estuary_middleware::session_limits::SessionLimitsLayer;
+    /// use std::time::Duration;
+    ///
+    /// // Each socket closes between 50 and 60 minutes after it opened.
+    /// let layer = SessionLimitsLayer::new()
+    ///     .with_max_age(Duration::from_secs(3600))
+    ///     .with_max_age_jitter(1.0 / 6.0);
+    /// let earliest = layer.limits().connection_max_age(1.0).unwrap();
+    /// assert_eq!(earliest.as_secs(), 3000);
+    /// ```
     pub fn with_max_age_jitter(mut self, fraction: f64) -> Self {
         self.limits = self.limits.with_max_age_jitter(fraction);
         self

@@ -27,6 +27,16 @@ pub struct DecodeError {
 }
 
 /// The kinds of [`DecodeError`].
+///
+/// ```
+/// use estuary::{Codec, DecodeErrorKind, Message};
+///
+/// let kind = |text: &'static str| Codec::Json.decode::<Vec<u32>>(&Message::text(text)).unwrap_err().kind();
+/// assert_eq!(kind("[1, 2"), DecodeErrorKind::Truncated);
+/// assert_eq!(kind("[1, two]"), DecodeErrorKind::Syntax);
+/// assert_eq!(kind(r#"[1, "2"]"#), DecodeErrorKind::Data);
+/// assert_eq!(kind("[1] [2]"), DecodeErrorKind::TrailingBytes);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DecodeErrorKind {
@@ -100,6 +110,13 @@ impl DecodeError {
 
     /// The close code for closing over this error: 1003 (unsupported data) for a message
     /// of the wrong kind, 1007 (invalid payload data) for the rest.
+    ///
+    /// ```
+    /// use estuary::{close_code, Codec, Message};
+    ///
+    /// let error = Codec::Json.decode::<u8>(&Message::text("300")).unwrap_err();
+    /// assert_eq!(error.close_code(), close_code::INVALID);
+    /// ```
     pub fn close_code(&self) -> u16 {
         match self.kind {
             DecodeErrorKind::WrongKind => close_code::UNSUPPORTED,
