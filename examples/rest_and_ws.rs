@@ -11,12 +11,19 @@
 //! ```
 //!
 //! The WebSocket stack is an ordinary tower service, so axum mounts it with
-//! `route_service`, and the REST routes never see its layers. estuary's `Server` serves
-//! the router: it gives every request its peer address and registers every socket for
-//! graceful shutdown. (With `axum::serve` instead, hand the `WebSocketService` a
-//! `Shutdown` of its own with `with_shutdown`.) `rest_and_ws_hyper.rs` is the same app
-//! on plain hyper.
+//! `route_service`, and the REST routes never see its layers. `axum::serve` serves the
+//! router, with two pieces of glue that estuary's own `Server` would otherwise provide:
+//!
+//! - `PeerAddrLayer` (feature `axum`) turns axum's `ConnectInfo<SocketAddr>` into the
+//!   `PeerAddr` that the layers and the session read;
+//! - a `Shutdown` given to the `WebSocketService`: `Shutdown::begin_on(signal)` is the
+//!   graceful-shutdown future axum takes, and closes every socket with 1001 "going away"
+//!   when the signal comes; `Shutdown::wait` then waits for their close handshakes.
+//!
+//! `rest_and_ws_hyper.rs` is the same app on plain hyper, served by estuary's `Server`.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
@@ -24,15 +31,55 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use estuary::middleware::auth::{AuthLayer, Authenticate, BearerTokens, QueryToken};
+use estuary::middleware::peer_addr::PeerAddrLayer;
 use estuary::middleware::session_limits::SessionLimitsLayer;
-use estuary::{handler_fn, Conn, Hub, Message, Server, Target, WebSocketService};
+use estuary::{
+    handler_fn, shutdown_signal, Conn, Hub, Message, Shutdown, Target, WebSocketService,
+};
 use serde_json::{json, Value};
+use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
+/// How long shutdown waits for sockets to finish their close handshake.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[allow(dead_code)] // tests/axum_serve.rs runs `serve`, not `main`
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    // The same hub for the sockets and the REST routes that deliver to them.
-    let hub = Hub::new();
+    let listener = TcpListener::bind("127.0.0.1:3000").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    serve(listener, shutdown_signal()).await
+}
+
+/// Serves the app on `listener` until `signal`, then closes every socket with 1001 and
+/// waits (up to [`DRAIN_TIMEOUT`]) for them to finish.
+pub async fn serve(
+    listener: TcpListener,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shutdown = Shutdown::new();
+    let app = app(Hub::new(), shutdown.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().begin_on(signal))
+    .await?;
+    // axum has finished the HTTP requests in flight; the sockets are estuary's.
+    if tokio::time::timeout(DRAIN_TIMEOUT, shutdown.wait())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "{} sockets still open after {DRAIN_TIMEOUT:?}",
+            shutdown.connections()
+        );
+    }
+    Ok(())
+}
+
+/// The REST routes and `/ws`, its sockets registered in `hub` and `shutdown`.
+pub fn app(hub: Hub, shutdown: Shutdown) -> Router {
     // A token in the Authorization header, or in ?access_token= (browsers cannot set
     // headers on a WebSocket).
     let header = BearerTokens::new("estuary").with_token("t-alice", "alice");
@@ -44,18 +91,20 @@ async fn main() -> std::io::Result<()> {
                 .with_idle_timeout(Duration::from_secs(120))
                 .with_max_message_size(1 << 20),
         )
-        .service(WebSocketService::new(handler_fn(echo_with_name)).with_hub(hub.clone()));
+        .service(
+            WebSocketService::new(handler_fn(echo_with_name))
+                .with_hub(hub.clone())
+                .with_shutdown(shutdown),
+        );
 
-    let app = Router::new()
+    Router::new()
         .route("/api/time", get(time))
         .route("/api/echo", post(echo))
         .route("/api/users/{user}/messages", post(post_to_user))
         .with_state(hub)
-        .route_service("/ws", websocket);
-
-    let server = Server::bind("127.0.0.1:3000".parse().expect("a valid address"))?;
-    println!("listening on http://{}", server.local_addr()?);
-    server.serve(app).await
+        .route_service("/ws", websocket)
+        // Outermost, so that every route and layer sees the client's address.
+        .layer(PeerAddrLayer::new())
 }
 
 /// `GET /api/time`: the server's clock.
@@ -95,9 +144,14 @@ async fn post_to_user(
     }
 }
 
-/// Every WebSocket message back, signed with the name the token stands for.
+/// Every WebSocket message back, signed with the name the token stands for and the
+/// address the socket came from.
 fn echo_with_name(conn: &mut Conn, msg: Message) {
     let text = msg.as_text().unwrap_or("(binary)");
-    let reply = format!("{}: {text}", conn.session().user_id());
+    let session = conn.session();
+    let from = session
+        .peer_addr()
+        .map_or_else(|| "?".to_owned(), |addr| addr.ip().to_string());
+    let reply = format!("{}@{from}: {text}", session.user_id());
     let _ = conn.send(reply);
 }

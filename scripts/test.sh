@@ -53,6 +53,31 @@ step setup setup
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
+# `cargo publish --dry-run` of every publishable crate, which must print no warning but
+# the dry run's own (a missing manifest field, a file left out, a dirty tree).
+publish_dry_run() {
+    local log
+    log=$(mktemp)
+    cargo publish --dry-run --workspace 2>&1 | tee "$log"
+    local warnings
+    warnings=$(grep '^warning:' "$log" | grep -v '^warning: aborting upload due to dry run$' || true)
+    rm -f "$log"
+    if [[ -n $warnings ]]; then
+        printf 'cargo publish --dry-run warned:\n%s\n' "$warnings" >&2
+        return 1
+    fi
+}
+
+# The minimum supported Rust version, as far as one toolchain can check it: no
+# dependency needs a newer Rust than Cargo.toml's rust-version says, and no use of the
+# standard library is newer than it.
+msrv() {
+    python3 scripts/msrv.py
+    cargo clippy --workspace --all-features --lib -- -D clippy::incompatible_msrv
+}
+
+step publish publish_dry_run
+step msrv msrv
 step test cargo test --workspace --all-features --no-fail-fast
 step autobahn scripts/autobahn-server.sh
 step autobahn-client scripts/autobahn-client.sh

@@ -22,8 +22,24 @@
 //! on the first invalid one, checks close codes and reasons, bounds message size, answers
 //! pings, sends keep-alive pings, and coalesces writes so a burst of frames costs one
 //! system call.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `metrics` (default) | connection, message, close and hub counters through the `metrics` facade |
+//! | `client` | [`client`]: a WebSocket client with a handler, reconnect and keep-alive |
+//! | `tls` | wss:// for the client, https:// and wss:// for the [`Server`], on rustls |
+//! | `redis` | the [`Hub`] across nodes, on Redis or a Redis Cluster |
+//! | `msgpack` | `Codec::MsgPack`: typed messages as MessagePack |
+//! | `testing` | `testing`: a server on a free port and a client that asserts what it receives |
+//! | `axum` | `middleware::peer_addr`: axum's `ConnectInfo` into the `PeerAddr` the layers read |
+//!
+//! The minimum supported Rust version is 1.88, what the dependencies of every feature
+//! need (`redis`, and the URL crates it brings); `estuary-middleware` alone needs 1.85.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -35,6 +51,8 @@ mod protocol;
 mod queue;
 mod server;
 mod session;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 mod upgrade;
 
@@ -49,8 +67,8 @@ pub use hub::{
     Caller, Hub, HubBuilder, HubError, HubLimits, HubPolicy, HubStats, Member, Refused, Target,
 };
 pub use protocol::{
-    close_code, CloseError, CloseReason, DeflateConfig, DeflateMode, Message, Prepared,
-    ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,
+    close_code, CloseError, CloseReason, Codec, DecodeError, DecodeErrorKind, DeflateConfig,
+    DeflateMode, EncodeError, Message, Prepared, ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,
 };
 pub use queue::{Event, SendError, SessionHandle, SlowConsumerPolicy};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};

@@ -531,6 +531,7 @@ fn toml_line() -> impl Strategy<Value = String> {
         Just("max_pending_handshakes_per_ip"),
         Just("ipv6_prefix"),
         Just("max_connection_age"),
+        Just("max_connection_age_jitter"),
         Just("idle_timeout"),
         Just("max_message_size"),
         Just("show_debug_logs"),

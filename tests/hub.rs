@@ -5,13 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, serve, within, Client, TestServer};
+use common::{TestServer, STEP};
+use estuary::testing::TestClient;
 use estuary::{
     Caller, Conn, Event, Handler, Hub, HubError, HubLimits, HubPolicy, Member, Message, Refused,
     Target, WebSocketConfig, WebSocketService,
 };
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tower::ServiceBuilder;
 
 /// Greets with its session id; "join:x", "leave:x", "name:x" act on the hub and answer
@@ -64,11 +63,16 @@ async fn hub_server(hub: &Hub, config: WebSocketConfig) -> TestServer {
     let service = ServiceBuilder::new()
         .map_request(common::nodes::identity_from_query)
         .service(ws);
-    serve(service).await
+    estuary::testing::TestServer::builder()
+        .hub(hub.clone())
+        .timeout(STEP)
+        .start(service)
+        .await
+        .into()
 }
 
 struct Peer {
-    client: Client,
+    client: TestClient,
     session: String,
 }
 
@@ -83,8 +87,8 @@ impl Peer {
     }
 
     async fn connect_to(server: &TestServer, path: &str) -> Peer {
-        let mut client = connect(&server.url(path)).await;
-        let greeting = text(&mut client).await;
+        let mut client = server.connect(path).await;
+        let greeting = client.recv_text().await;
         let session = greeting
             .strip_prefix("session:")
             .expect("greeting")
@@ -93,25 +97,17 @@ impl Peer {
     }
 
     async fn say(&mut self, line: &str) -> String {
-        self.client.send(WsMessage::text(line)).await.unwrap();
-        text(&mut self.client).await
+        self.client.send(line.to_owned()).await;
+        self.client.recv_text().await
     }
 
     async fn next(&mut self) -> String {
-        text(&mut self.client).await
+        self.client.recv_text().await
     }
 
     /// Asserts nothing arrives within a short wait.
     async fn nothing(&mut self) {
-        let next = tokio::time::timeout(Duration::from_millis(150), self.client.next()).await;
-        assert!(next.is_err(), "unexpected message: {next:?}");
-    }
-}
-
-async fn text(client: &mut Client) -> String {
-    match within("a message", client.next()).await {
-        Some(Ok(WsMessage::Text(text))) => text.to_string(),
-        other => panic!("expected a text message, got {other:?}"),
+        self.client.expect_silence(Duration::from_millis(150)).await;
     }
 }
 
@@ -215,12 +211,9 @@ async fn leaving_a_channel_stops_delivery_and_presence_lists_members() {
     assert_eq!(hub.members("room").len(), 1);
 
     drop(alice);
-    within("alice forgotten", async {
-        while !hub.members("room").is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    server
+        .until_hub("alice forgotten", |hub| hub.members("room").is_empty())
+        .await;
     server.stop().await;
 }
 
@@ -233,16 +226,15 @@ async fn a_thousand_connect_join_close_cycles_leave_nothing_behind() {
         assert_eq!(peer.say("join:churn").await, "joined:true");
         assert_eq!(peer.say(&format!("name:n{round}")).await, "named:true");
         if round % 2 == 0 {
-            peer.client.close(None).await.unwrap();
+            peer.client.close(1000, "").await;
         }
         // Odd rounds just vanish without a close frame.
     }
-    within("hub empties", async {
-        while hub.stats() != estuary::HubStats::default() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    server
+        .until_hub("the hub empties", |hub| {
+            hub.stats() == estuary::HubStats::default()
+        })
+        .await;
     assert!(hub.members("churn").is_empty());
     server.stop().await;
 }
@@ -266,12 +258,9 @@ async fn a_slow_recipient_is_disconnected_without_holding_up_the_others() {
     // The slow one joins from a raw socket and then never reads.
     let mut slow = common::RawWs::connect(server.addr, "/?user=slow").await;
     slow.send_frame(true, 0x1, b"join:feed").await;
-    within("slow joined", async {
-        while hub.members("feed").len() < 11 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    server
+        .until_hub("slow joined", |hub| hub.members("feed").len() == 11)
+        .await;
 
     let payload = "x".repeat(16 * 1024);
     let messages = 400; // 6.4 MiB per recipient: far more than the slow socket buffers
@@ -318,17 +307,13 @@ async fn a_slow_recipient_is_disconnected_without_holding_up_the_others() {
     assert_eq!(slow.read_close().await, (1008, "slow consumer".to_owned()));
     slow.send_frame(true, 0x8, &1008u16.to_be_bytes()).await;
     // The readers are still connected: the one to leave the channel is the slow one.
-    within("slow consumer dropped from the channel", async {
-        loop {
-            let members = hub.members("feed");
-            if members.iter().all(|m| m.user_id != "slow") {
-                assert_eq!(members.len(), 10, "{members:?}");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    server
+        .until_hub("slow consumer dropped from the channel", |hub| {
+            hub.members("feed").iter().all(|m| m.user_id != "slow")
+        })
+        .await;
+    let members = hub.members("feed");
+    assert_eq!(members.len(), 10, "{members:?}");
     drop(readers);
     server.stop().await;
 }

@@ -212,6 +212,45 @@ async fn max_connection_age_closes_a_busy_socket_with_1001() {
 }
 
 #[tokio::test]
+async fn max_connection_age_jitter_spreads_the_closes_over_the_window() {
+    let server = ExampleServer::start(
+        r#"
+        idle_timeout = "infinity"
+        keepalive_interval = "infinity"
+        max_connection_age = "1200ms"
+        max_connection_age_jitter = 0.5
+        "#,
+        ANY_PORT,
+    );
+    let (age, window_start) = (Duration::from_millis(1200), Duration::from_millis(600));
+    let url = server.url("/echo");
+    let ages = futures_util::future::join_all((0..16).map(|_| async {
+        let started = std::time::Instant::now();
+        let mut client = connect(&url).await;
+        let close = next_close(&mut client).await;
+        assert_eq!(close, (1001, "max connection age reached".to_owned()));
+        started.elapsed()
+    }))
+    .await;
+    for took in &ages {
+        assert!(
+            *took >= window_start && *took <= age + SLACK,
+            "closed after {took:?}, expected {window_start:?} to {age:?} (+{SLACK:?}): {ages:?}"
+        );
+    }
+    // 16 uniform draws over 600 ms all within 200 ms of each other: about 1 in a million.
+    let spread = ages
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_sub(*ages.iter().min().unwrap());
+    assert!(
+        spread >= Duration::from_millis(200),
+        "opened together, closed within {spread:?} of each other: {ages:?}"
+    );
+}
+
+#[tokio::test]
 async fn max_message_size_closes_on_a_larger_message_with_1009() {
     let server = ExampleServer::start("max_message_size = 100", ANY_PORT);
     let mut client = connect(&server.url("/echo")).await;
@@ -587,6 +626,14 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
         (
             r#"max_connection_age = "forever""#,
             r#"config: max_connection_age: invalid duration "forever""#,
+        ),
+        (
+            "max_connection_age_jitter = 1.5",
+            "config: max_connection_age_jitter: 1.5 is not a fraction: expected 0 (no jitter) to 1",
+        ),
+        (
+            r#"max_connection_age_jitter = "10%""#,
+            r#"config: max_connection_age_jitter: invalid type: string "10%", expected f64"#,
         ),
         (
             "[transmission_limit]\ncapacity = 5\nduration = \"infinity\"",

@@ -142,6 +142,7 @@ impl WebSocketLayers {
             SessionLimits::default().with_max_message_size(config.max_message_size.get());
         limits.idle_timeout = config.idle_timeout;
         limits.max_age = config.max_connection_age;
+        limits.max_age_jitter = Some(config.max_connection_age_jitter);
         limits.message_rate = config
             .transmission_limit
             .map(|limit| MessageRate::new(limit.capacity.get(), limit.duration));

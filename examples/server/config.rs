@@ -48,6 +48,10 @@ pub struct Config {
     /// How long a WebSocket may stay open at all; `None` is "infinity".
     #[serde(deserialize_with = "duration_or_infinity")]
     pub max_connection_age: Option<Duration>,
+    /// Close each WebSocket up to this fraction of `max_connection_age` earlier (0 to 1,
+    /// drawn once per socket), so sockets opened together do not reconnect together.
+    #[serde(deserialize_with = "fraction")]
+    pub max_connection_age_jitter: f64,
     /// How long a WebSocket may stay silent; `None` is "infinity".
     #[serde(deserialize_with = "duration_or_infinity")]
     pub idle_timeout: Option<Duration>,
@@ -111,6 +115,7 @@ impl Default for Config {
             max_connections: NonZeroUsize::new(65_536).expect("65536 is not zero"),
             max_connections_per_ip: NonZeroUsize::new(1024).expect("1024 is not zero"),
             max_connection_age: None,
+            max_connection_age_jitter: 0.0,
             idle_timeout: Some(Duration::from_secs(120)),
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_timeout: Duration::from_secs(20),
@@ -732,6 +737,16 @@ fn ipv6_prefix<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Erro
         .ok_or_else(|| {
             de::Error::custom(format!("{bits} is not a prefix length: expected 0 to 128"))
         })
+}
+
+fn fraction<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let fraction = f64::deserialize(deserializer)?;
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(de::Error::custom(format!(
+            "{fraction} is not a fraction: expected 0 (no jitter) to 1"
+        )));
+    }
+    Ok(fraction)
 }
 
 fn level<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {

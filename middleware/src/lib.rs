@@ -13,6 +13,7 @@
 //! | [`conn_limit`] | [`ConnectionLimitLayer`](conn_limit::ConnectionLimitLayer) | 503 + `Retry-After` when full, in total or for one client |
 //! | [`auth`] | [`AuthLayer`](auth::AuthLayer) | 401 + `WWW-Authenticate`, or 403 |
 //! | [`session_limits`] | [`SessionLimitsLayer`](session_limits::SessionLimitsLayer) | never: it only inserts [`SessionLimits`] |
+//! | `peer_addr` (feature `axum`) | `PeerAddrLayer` | never: it copies axum's `ConnectInfo<SocketAddr>` into [`PeerAddr`] |
 //!
 //! Layers that count per client tell clients apart with a [`key::KeyExtractor`]: the
 //! peer's address by default (IPv6 per /64, IPv4-mapped as IPv4), `X-Forwarded-For`
@@ -66,6 +67,7 @@
 //! ```
 
 #![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 pub mod conn_limit;
@@ -73,6 +75,8 @@ pub mod extensions;
 pub mod health;
 pub mod key;
 pub mod origin;
+#[cfg(feature = "axum")]
+pub mod peer_addr;
 pub mod rate_limit;
 pub mod response;
 pub mod session_limits;

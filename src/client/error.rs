@@ -134,8 +134,8 @@ pub enum SendError {
     QueueFull,
     /// A ping payload over 125 bytes.
     PingTooLong,
-    /// The value could not be serialized as JSON.
-    Json(serde_json::Error),
+    /// The value could not be encoded.
+    Encode(crate::EncodeError),
 }
 
 impl fmt::Display for SendError {
@@ -149,7 +149,7 @@ impl fmt::Display for SendError {
                 f.write_str("the client's outbound queue is full; message dropped")
             }
             SendError::PingTooLong => f.write_str("a ping payload may be at most 125 bytes"),
-            SendError::Json(error) => write!(f, "could not serialize the message as JSON: {error}"),
+            SendError::Encode(error) => error.fmt(f),
         }
     }
 }
@@ -157,7 +157,7 @@ impl fmt::Display for SendError {
 impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SendError::Json(error) => Some(error),
+            SendError::Encode(error) => Some(error),
             _ => None,
         }
     }

@@ -140,9 +140,19 @@ impl Client {
         self.push(Command::Send(message))
     }
 
-    /// Queues `value` as a JSON text message.
+    /// Queues `value` encoded with `codec` (JSON text, MessagePack binary).
+    pub fn send_value<T: serde::Serialize + ?Sized>(
+        &self,
+        codec: crate::Codec,
+        value: &T,
+    ) -> Result<(), SendError> {
+        self.send(codec.encode(value).map_err(SendError::Encode)?)
+    }
+
+    /// Queues `value` as a JSON text message: the short form of
+    /// [`Client::send_value`]`(Codec::Json, value)`.
     pub fn send_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
-        self.send(Message::json(value).map_err(SendError::Json)?)
+        self.send_value(crate::Codec::Json, value)
     }
 
     /// Queues a ping; the server's pong reaches [`ClientHandler::on_pong`].

@@ -112,15 +112,76 @@ impl WebSocketConfig {
         self
     }
 
-    /// The limits for one connection: the request's `SessionLimits`, falling back to ours.
+    /// The limits for one connection: the request's `SessionLimits`, falling back to ours,
+    /// with the max age's jitter drawn (once, here: the engine sees only the age it
+    /// drew).
     pub(crate) fn limits_for(&self, request: Option<&SessionLimits>) -> SessionLimits {
         let ours = self.limits;
-        let Some(theirs) = request else { return ours };
+        let merged = match request {
+            None => ours,
+            Some(theirs) => SessionLimits {
+                idle_timeout: theirs.idle_timeout.or(ours.idle_timeout),
+                max_age: theirs.max_age.or(ours.max_age),
+                max_age_jitter: theirs.max_age_jitter.or(ours.max_age_jitter),
+                message_rate: theirs.message_rate.or(ours.message_rate),
+                max_message_size: theirs.max_message_size.or(ours.max_message_size),
+            },
+        };
+        let draw = match merged.max_age_jitter {
+            Some(jitter) if jitter > 0.0 => rand::random::<f64>(),
+            _ => 0.0,
+        };
         SessionLimits {
-            idle_timeout: theirs.idle_timeout.or(ours.idle_timeout),
-            max_age: theirs.max_age.or(ours.max_age),
-            message_rate: theirs.message_rate.or(ours.message_rate),
-            max_message_size: theirs.max_message_size.or(ours.max_message_size),
+            max_age: merged.connection_max_age(draw),
+            max_age_jitter: None,
+            ..merged
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_connection_draws_its_own_age_within_the_window() {
+        let age = Duration::from_secs(100);
+        let config = WebSocketConfig::default().with_limits(
+            SessionLimits::default()
+                .with_max_age(age)
+                .with_max_age_jitter(0.4),
+        );
+        let ages: Vec<Duration> = (0..200)
+            .map(|_| config.limits_for(None).max_age.unwrap())
+            .collect();
+        let window_start = Duration::from_secs(60);
+        assert!(
+            ages.iter().all(|a| (window_start..=age).contains(a)),
+            "{ages:?}"
+        );
+        // 200 uniform draws over 40 s: each 10 s quarter of the window gets some
+        // (the chance that one gets none is 4 × 0.75^200, about 1e-25).
+        for quarter in 0..4 {
+            let from = window_start + Duration::from_secs(10 * quarter);
+            let to = from + Duration::from_secs(10);
+            assert!(
+                ages.iter().any(|a| (from..=to).contains(a)),
+                "no age in {from:?}..{to:?}: {ages:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_request_jitter_applies_to_the_request_age() {
+        let config = WebSocketConfig::default()
+            .with_limits(SessionLimits::default().with_max_age(Duration::from_secs(5)));
+        let theirs = SessionLimits::default()
+            .with_max_age(Duration::from_secs(10))
+            .with_max_age_jitter(1.0);
+        let limits = config.limits_for(Some(&theirs));
+        assert!(limits.max_age.unwrap() <= Duration::from_secs(10));
+        assert_eq!(limits.max_age_jitter, None, "the engine gets a drawn age");
+        let plain = config.limits_for(None);
+        assert_eq!(plain.max_age, Some(Duration::from_secs(5)));
     }
 }

@@ -1,7 +1,7 @@
 use crate::hub::{Hub, HubError, HubRegistration, Payload, Target};
 use crate::protocol::codec::{OpCode, Role};
 use crate::protocol::deflate::Negotiated;
-use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
+use crate::protocol::{validate_outgoing, CloseError, CloseReason, Codec, Message, Prepared};
 use crate::queue::{SendError, SessionHandle, SlowConsumerPolicy};
 use crate::session::Session;
 use crate::transport::Writer;
@@ -77,6 +77,62 @@ impl Conn {
         self.writer.message(&message.into());
         self.sent += 1;
         Ok(())
+    }
+
+    /// Sends `value` encoded with `codec`: JSON text, or MessagePack binary.
+    ///
+    /// ```
+    /// use estuary::{Codec, Conn, Handler, Message};
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Welcome<'a> { user: &'a str }
+    ///
+    /// #[derive(Clone)]
+    /// struct Greeter;
+    ///
+    /// impl Handler for Greeter {
+    ///     async fn on_open(&mut self, conn: &mut Conn) {
+    ///         let codec = conn.codec().unwrap_or(Codec::Json);
+    ///         let user = conn.session().user_id().to_owned();
+    ///         let _ = conn.send_value(codec, &Welcome { user: &user });
+    ///     }
+    ///
+    ///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+    /// }
+    /// ```
+    pub fn send_value<T: serde::Serialize + ?Sized>(
+        &mut self,
+        codec: Codec,
+        value: &T,
+    ) -> Result<(), SendError> {
+        self.send(codec.encode(value)?)
+    }
+
+    /// The codec the client negotiated as its subprotocol (`json`, `msgpack`), if the
+    /// handler's [`select_protocol`](crate::Handler::select_protocol) picked one.
+    ///
+    /// ```
+    /// use estuary::{Codec, Conn, Handler, Message};
+    ///
+    /// #[derive(Clone)]
+    /// struct Typed;
+    ///
+    /// impl Handler for Typed {
+    ///     fn select_protocol<'a>(&self, offered: &[&'a str]) -> Option<&'a str> {
+    ///         Codec::select(offered)
+    ///     }
+    ///
+    ///     async fn on_open(&mut self, conn: &mut Conn) {
+    ///         if conn.codec().is_none() {
+    ///             let _ = conn.close(1002, "offer the json or msgpack subprotocol");
+    ///         }
+    ///     }
+    ///
+    ///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+    /// }
+    /// ```
+    pub fn codec(&self) -> Option<Codec> {
+        self.session.protocol().and_then(Codec::from_protocol)
     }
 
     /// Sends a frame encoded once for many connections.

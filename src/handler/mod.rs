@@ -96,7 +96,18 @@ where
     HandlerFn(f)
 }
 
-/// The handler [`handler_fn`] returns.
+/// The handler [`handler_fn`] returns: the closure, run on every message.
+///
+/// ```
+/// use estuary::{handler_fn, Conn, HandlerFn, Message};
+///
+/// fn upper(conn: &mut Conn, msg: Message) {
+///     let _ = conn.send(msg.as_text().unwrap_or_default().to_uppercase());
+/// }
+///
+/// let handler: HandlerFn<fn(&mut Conn, Message)> = handler_fn(upper);
+/// # let _ = handler;
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct HandlerFn<F>(F);
 

@@ -1,5 +1,7 @@
 use std::fmt;
 
+use crate::protocol::EncodeError;
+
 /// Why the hub did not do something: a refusal by the application's [`HubPolicy`], a
 /// limit of [`HubLimits`], a unique name held by another session, or a failure of the
 /// Redis backplane.
@@ -49,8 +51,8 @@ pub enum HubError {
     SessionIdInUse,
     /// A backplane setting is out of range, said how.
     InvalidConfig(String),
-    /// A value could not be serialized as JSON.
-    Json(serde_json::Error),
+    /// A value could not be encoded (as JSON, or with the codec asked for).
+    Encode(EncodeError),
     /// Redis could not be reached, or a command failed.
     Backplane {
         /// What the hub was doing, with the Redis address (password redacted).
@@ -87,7 +89,7 @@ impl fmt::Display for HubError {
                 f.write_str("the session id is in use by another connection")
             }
             HubError::InvalidConfig(why) => write!(f, "invalid backplane config: {why}"),
-            HubError::Json(e) => write!(f, "cannot serialize as JSON: {e}"),
+            HubError::Encode(e) => e.fmt(f),
             HubError::Backplane { context, source } => write!(f, "redis: {context}: {source}"),
         }
     }
@@ -96,16 +98,16 @@ impl fmt::Display for HubError {
 impl std::error::Error for HubError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            HubError::Json(e) => Some(e),
+            HubError::Encode(e) => Some(e),
             HubError::Backplane { source, .. } => Some(&**source),
             _ => None,
         }
     }
 }
 
-impl From<serde_json::Error> for HubError {
-    fn from(e: serde_json::Error) -> Self {
-        HubError::Json(e)
+impl From<EncodeError> for HubError {
+    fn from(e: EncodeError) -> Self {
+        HubError::Encode(e)
     }
 }
 

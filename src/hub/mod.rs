@@ -28,7 +28,7 @@ use registry::{Joined, Registrant, Registry, RouteChange};
 #[cfg(feature = "redis")]
 pub use backplane::{BackplaneStats, RedisConfig, Routing};
 
-use crate::protocol::{Message, Prepared};
+use crate::protocol::{Codec, EncodeError, Message, Prepared};
 use crate::queue::{Event, SessionHandle};
 
 /// Who a delivery goes to.
@@ -276,13 +276,39 @@ impl Hub {
         self.send_prepared(to, &Prepared::new(message))
     }
 
-    /// Sends `value` as a JSON text message.
+    /// Sends `value` encoded with `codec` (encoded once, whatever the number of
+    /// recipients); returns how many local sessions it was queued for.
+    ///
+    /// Every recipient gets the same bytes: in a channel whose members negotiated
+    /// different codecs, send to each group its own way (a channel per codec, say).
+    ///
+    /// ```
+    /// use estuary::{Codec, Hub, Target};
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Notice<'a> { text: &'a str }
+    ///
+    /// let hub = Hub::new();
+    /// let queued = hub.send_value(Target::channel("lobby"), Codec::Json, &Notice { text: "hi" });
+    /// assert_eq!(queued.unwrap(), 0); // nobody is in the lobby yet
+    /// ```
+    pub fn send_value<T: serde::Serialize + ?Sized>(
+        &self,
+        to: Target,
+        codec: Codec,
+        value: &T,
+    ) -> Result<usize, HubError> {
+        self.send(to, codec.encode(value)?)
+    }
+
+    /// Sends `value` as a JSON text message: the short form of
+    /// [`Hub::send_value`]`(to, Codec::Json, value)`.
     pub fn send_json<T: serde::Serialize + ?Sized>(
         &self,
         to: Target,
         value: &T,
     ) -> Result<usize, HubError> {
-        self.send(to, Message::json(value)?)
+        self.send_value(to, Codec::Json, value)
     }
 
     /// Sends a frame encoded once: every recipient's queue shares its bytes.
@@ -296,7 +322,8 @@ impl Hub {
         to: Target,
         event: &T,
     ) -> Result<usize, HubError> {
-        let json = Bytes::from(serde_json::to_vec(event)?);
+        let json = serde_json::to_vec(event).map_err(|e| EncodeError::new(Codec::Json, e))?;
+        let json = Bytes::from(json);
         self.deliver(to, Payload::Event(json))
     }
 

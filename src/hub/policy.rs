@@ -58,6 +58,29 @@ pub trait HubPolicy: Send + Sync + 'static {
 }
 
 /// The connection a [`HubPolicy`] decides for.
+///
+/// ```
+/// use estuary::{Caller, HubPolicy, Refused, Target};
+///
+/// /// Only administrators (an identity with the role) may send to a whole user.
+/// struct AdminsNotify;
+///
+/// #[derive(Clone)]
+/// struct Role(&'static str);
+///
+/// impl HubPolicy for AdminsNotify {
+///     fn may_send(&self, who: &Caller<'_>, to: &Target) -> Result<(), Refused> {
+///         let admin = who
+///             .identity
+///             .and_then(|identity| identity.data::<Role>())
+///             .is_some_and(|role| role.0 == "admin");
+///         match to {
+///             Target::User(_) if !admin => Err(Refused::new("only admins notify users")),
+///             _ => Ok(()),
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Caller<'a> {

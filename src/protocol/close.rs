@@ -43,6 +43,18 @@ pub mod close_code {
 
 /// The largest close reason, in bytes: a control frame carries at most 125 bytes, two of
 /// which are the code.
+///
+/// ```
+/// use estuary::MAX_CLOSE_REASON;
+///
+/// // A reason of the application's own, cut to fit at a character boundary.
+/// let reason = "the server is moving to another continent ".repeat(4);
+/// let mut end = MAX_CLOSE_REASON.min(reason.len());
+/// while !reason.is_char_boundary(end) {
+///     end -= 1;
+/// }
+/// assert_eq!(reason[..end].len(), MAX_CLOSE_REASON);
+/// ```
 pub const MAX_CLOSE_REASON: usize = 123;
 
 /// Why a connection ended, as the handler's `on_close` sees it.
@@ -134,6 +146,25 @@ impl fmt::Display for CloseReason {
 }
 
 /// A violation of RFC 6455 by the peer; the engine closes with 1002 or 1007.
+///
+/// The handler's `on_close` learns which, as [`CloseReason::Protocol`]:
+///
+/// ```
+/// use estuary::{CloseReason, Conn, Handler, Message, ProtocolError};
+///
+/// #[derive(Clone)]
+/// struct Watch;
+///
+/// impl Handler for Watch {
+///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+///
+///     async fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason) {
+///         if let CloseReason::Protocol(ProtocolError::UnmaskedFrame) = reason {
+///             tracing::warn!("a client that does not mask: a proxy in the way?");
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProtocolError {

@@ -3,6 +3,8 @@ use std::ops::Deref;
 
 use bytes::Bytes;
 
+use super::typed::{Codec, DecodeError, EncodeError};
+
 /// A whole WebSocket message, reassembled from its fragments and validated.
 ///
 /// Payloads are [`Bytes`], so a message can be kept, forwarded or echoed without a copy.
@@ -33,15 +35,15 @@ impl Message {
         Message::Binary(data.into())
     }
 
-    /// A text message holding `value` as JSON.
+    /// A text message holding `value` as JSON: the JSON codec's short form,
+    /// [`Codec::Json.encode(value)`](crate::Codec::encode).
     ///
     /// ```
     /// let msg = estuary::Message::json(&serde_json::json!({"n": 1})).unwrap();
     /// assert_eq!(msg.as_text(), Some(r#"{"n":1}"#));
     /// ```
-    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        let text = serde_json::to_string(value)?;
-        Ok(Message::Text(text.into()))
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, EncodeError> {
+        Codec::Json.encode(value)
     }
 
     /// The text, if this is a text message.
@@ -74,7 +76,9 @@ impl Message {
         }
     }
 
-    /// Parses the payload (text or binary) as JSON.
+    /// Parses a text message as JSON: the JSON codec's short form,
+    /// [`Codec::Json.decode(self)`](crate::Codec::decode). A binary message is a
+    /// [`DecodeErrorKind::WrongKind`](crate::DecodeErrorKind::WrongKind) error.
     ///
     /// ```
     /// #[derive(serde::Deserialize)]
@@ -83,8 +87,8 @@ impl Message {
     /// let join: Join = estuary::Message::text(r#"{"channel":"lobby"}"#).parse_json().unwrap();
     /// assert_eq!(join.channel, "lobby");
     /// ```
-    pub fn parse_json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(self.as_bytes())
+    pub fn parse_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        Codec::Json.decode(self)
     }
 
     /// The payload length in bytes.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::task::AtomicWaker;
 
-use crate::protocol::{validate_outgoing, CloseError, CloseReason, Message, Prepared};
+use crate::protocol::{validate_outgoing, CloseError, CloseReason, EncodeError, Message, Prepared};
 
 mod event;
 
@@ -286,7 +286,7 @@ impl fmt::Debug for SessionHandle {
 /// ```
 /// assert_eq!(estuary::SendError::Closed.to_string(), "the connection is closed");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
     /// The connection is closing or closed.
@@ -297,6 +297,8 @@ pub enum SendError {
     SlowConsumer,
     /// A ping payload over 125 bytes.
     PingTooLong,
+    /// The value could not be encoded (`Conn::send_value`).
+    Encode(EncodeError),
 }
 
 impl fmt::Display for SendError {
@@ -306,8 +308,22 @@ impl fmt::Display for SendError {
             SendError::QueueFull => "the connection's outbound queue is full; message dropped",
             SendError::SlowConsumer => "the connection is too slow to read and is being closed",
             SendError::PingTooLong => "a ping payload may be at most 125 bytes",
+            SendError::Encode(e) => return e.fmt(f),
         })
     }
 }
 
-impl std::error::Error for SendError {}
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Encode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<EncodeError> for SendError {
+    fn from(e: EncodeError) -> Self {
+        SendError::Encode(e)
+    }
+}

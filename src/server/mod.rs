@@ -672,7 +672,21 @@ fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT or SIGTERM: the signal [`Server::serve`] waits for, and one to
+/// hand to [`Shutdown::begin_on`] under another server.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use estuary::{handler_fn, shutdown_signal, Conn, Message, Server, WebSocketService};
+///
+/// let echo = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+///     let _ = conn.send(msg);
+/// }));
+/// let server = Server::bind("127.0.0.1:3000".parse().unwrap())?;
+/// // The same as `server.serve(echo)`; another future here stops it another way.
+/// server.serve_with_shutdown(echo, shutdown_signal()).await
+/// # }
+/// ```
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

@@ -70,6 +70,37 @@ impl Shutdown {
         self.inner.tasks.close();
     }
 
+    /// A future that waits for `signal`, then [begins](Shutdown::begin) the shutdown: what
+    /// `axum::serve(..).with_graceful_shutdown(..)` takes, so that under axum every
+    /// socket gets 1001 "going away" when the server stops, as under [`crate::Server`].
+    ///
+    /// axum stops accepting when it resolves and waits for HTTP requests in flight, but
+    /// not for upgraded sockets: await [`Shutdown::wait`] after `axum::serve` returns
+    /// (bounded, with `tokio::time::timeout`) for their close handshakes and `on_close`.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use estuary::{handler_fn, shutdown_signal, Conn, Message, Shutdown, WebSocketService};
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let shutdown = Shutdown::new();
+    /// let ws = WebSocketService::new(handler_fn(|conn: &mut Conn, msg: Message| {
+    ///     let _ = conn.send(msg);
+    /// }))
+    /// .with_shutdown(shutdown.clone());
+    /// let app = axum::Router::new().route_service("/ws", ws);
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(shutdown.clone().begin_on(shutdown_signal()))
+    ///     .await?;
+    /// let _ = tokio::time::timeout(Duration::from_secs(30), shutdown.wait()).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin_on(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.begin();
+    }
+
     /// Waits until every connection task has finished (after [`Shutdown::begin`]).
     pub async fn wait(&self) {
         self.inner.tasks.wait().await;

@@ -22,6 +22,13 @@ pub struct TlsError {
 }
 
 /// Which file a [`TlsError`] is about.
+///
+/// ```
+/// use estuary::{tls_from_pem, TlsFile};
+///
+/// let error = tls_from_pem("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
+/// assert_eq!(error.file(), TlsFile::Cert);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFile {
     /// The certificate chain.

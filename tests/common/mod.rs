@@ -1,6 +1,6 @@
-//! Helpers shared by the integration tests: a server on a free loopback port, a
-//! tokio-tungstenite client, and a raw-socket client for what well-behaved clients refuse
-//! to send.
+//! Helpers shared by the integration tests: thin forms of the test kit
+//! (`estuary::testing`: a server on a free loopback port, a tokio-tungstenite client),
+//! and a raw-socket client for what well-behaved clients refuse to send.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 #[cfg(feature = "client")]
@@ -20,50 +20,58 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use estuary::testing::TestClient;
 use estuary::{Server, Shutdown};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Every wait in the tests is bounded by this.
-pub const STEP: Duration = Duration::from_secs(10);
+pub const STEP: Duration = estuary::testing::DEFAULT_TIMEOUT;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Awaits `future`, failing the test if it takes longer than [`STEP`].
 pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {STEP:?}: {what}"))
+    estuary::testing::within(what, STEP, future).await
 }
 
-/// A server on 127.0.0.1 with a free port, stopped by [`TestServer::stop`].
+/// The kit's [`estuary::testing::TestServer`], with its address and shutdown registry as
+/// fields; everything else of the kit (`connect`, `hub`, `until_hub`) through `Deref`.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    kit: estuary::testing::TestServer,
 }
 
 impl TestServer {
     pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+        self.kit.url(path)
     }
 
     /// Triggers graceful shutdown and waits for `serve` to return.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    pub async fn stop(self) {
+        self.kit.stop().await;
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = estuary::testing::TestServer;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
+}
+
+impl From<estuary::testing::TestServer> for TestServer {
+    fn from(kit: estuary::testing::TestServer) -> Self {
+        TestServer {
+            addr: kit.addr(),
+            shutdown: kit.shutdown().clone(),
+            kit,
         }
-        within("server shutdown", &mut self.task)
-            .await
-            .expect("server task panicked")
-            .expect("server returned an error");
     }
 }
 
@@ -120,21 +128,13 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let server = builder
-        .bind(addr)
-        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    let addr = server.local_addr().unwrap();
-    let shutdown = server.shutdown_handle();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve_with_shutdown(service, async {
-        let _ = stopped.await;
-    }));
-    TestServer {
-        addr,
-        shutdown,
-        stop: Some(stop),
-        task,
-    }
+    estuary::testing::TestServer::builder()
+        .server(builder)
+        .addr(addr)
+        .timeout(STEP)
+        .start(service)
+        .await
+        .into()
 }
 
 /// Connects a tokio-tungstenite client.
@@ -144,48 +144,31 @@ pub async fn connect(url: &str) -> Client {
 
 /// Connects a tokio-tungstenite client that sends extra handshake `headers`.
 pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Client {
-    let mut request = url.into_client_request().unwrap();
+    let mut client = TestClient::builder(url).timeout(STEP);
     for (name, value) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            http::HeaderValue::from_str(value).unwrap(),
-        );
+        client = client.header(name, value);
     }
-    let (client, response) = within(
-        "websocket connect",
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    assert_eq!(response.status(), 101);
-    client
+    client.connect().await.into_inner()
 }
 
 /// Connects a tokio-tungstenite client from the local address `from`.
 pub async fn connect_from(from: IpAddr, url: &str) -> Client {
-    let url: http::Uri = url.parse().unwrap();
-    let addr = url.authority().unwrap().as_str().parse().unwrap();
-    let stream = MaybeTlsStream::Plain(tcp_from(from, addr).await);
-    let (client, response) = within(
-        "websocket connect",
-        tokio_tungstenite::client_async(url.clone(), stream),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connect {url} from {from}: {e}"));
-    assert_eq!(response.status(), 101);
-    client
+    TestClient::builder(url)
+        .from_ip(from)
+        .timeout(STEP)
+        .connect()
+        .await
+        .into_inner()
 }
 
 /// Connects from `from` as soon as the server lets it: a place held by a socket that
 /// just closed is given back a moment later. Retries every 50 ms, within [`STEP`].
 pub async fn connect_from_when_free(from: IpAddr, url: &str) -> Client {
-    let uri: http::Uri = url.parse().unwrap();
-    let addr = uri.authority().unwrap().as_str().parse().unwrap();
     within("a place frees up", async {
         loop {
-            let stream = MaybeTlsStream::Plain(tcp_from(from, addr).await);
-            if let Ok((client, _)) = tokio_tungstenite::client_async(url, stream).await {
-                return client;
+            let client = TestClient::builder(url).from_ip(from).timeout(STEP);
+            if let Ok(client) = client.try_connect().await {
+                return client.into_inner();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -62,6 +62,17 @@ pub trait Authenticate: Send + Sync + 'static {
 }
 
 /// Two authenticators tried in turn, made by [`Authenticate::or`].
+///
+/// ```
+/// use estuary_middleware::auth::{AuthLayer, Authenticate, BearerTokens, Or, QueryToken};
+///
+/// // The Authorization header, or `?access_token=` for browsers.
+/// let either: Or<BearerTokens, QueryToken> = BearerTokens::new("chat")
+///     .with_token("t-alice", "alice")
+///     .or(QueryToken::new("chat").with_token("t-alice", "alice"));
+/// let layer = AuthLayer::new(either);
+/// # let _ = layer;
+/// ```
 #[derive(Debug, Clone)]
 pub struct Or<A, B> {
     first: A,
@@ -112,6 +123,20 @@ where
 }
 
 /// An [`Authenticate`] made from a closure by [`auth_fn`].
+///
+/// ```
+/// use estuary_middleware::auth::{auth_fn, AuthError, AuthFn, AuthRequest};
+/// use estuary_middleware::Identity;
+/// use std::future::{ready, Ready};
+///
+/// // A name to store the authenticator under: a plain function makes the type nameable.
+/// type Guest = AuthFn<fn(&AuthRequest<'_>) -> Ready<Result<Identity, AuthError>>>;
+///
+/// let everyone: fn(&AuthRequest<'_>) -> Ready<Result<Identity, AuthError>> =
+///     |_request| ready(Ok(Identity::new("guest")));
+/// let guest: Guest = auth_fn(everyone);
+/// # let _ = guest;
+/// ```
 #[derive(Clone)]
 pub struct AuthFn<F>(F);
 

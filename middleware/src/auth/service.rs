@@ -65,6 +65,26 @@ impl<S, A> Layer<S> for AuthLayer<A> {
 /// [`AuthError`](super::AuthError).
 ///
 /// Built by [`AuthLayer`].
+///
+/// ```
+/// use estuary_middleware::auth::{Auth, AuthLayer, BearerTokens};
+/// use http::{Request, Response, StatusCode};
+/// use std::convert::Infallible;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+/// let tokens = BearerTokens::new("chat").with_token("t-alice", "alice");
+/// let service: Auth<_, _> = AuthLayer::new(tokens).layer(inner);
+/// let request = Request::get("/ws")
+///     .header("authorization", "Bearer t-alice")
+///     .body(())
+///     .unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// # }
+/// ```
 pub struct Auth<S, A> {
     inner: S,
     authenticator: Arc<A>,

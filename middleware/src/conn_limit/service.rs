@@ -113,6 +113,27 @@ impl<S, K: KeyExtractor> Layer<S> for ConnectionLimitLayer<K> {
 /// Middleware that gives each request a connection slot, or a 503 when none is free.
 ///
 /// Built by [`ConnectionLimitLayer`].
+///
+/// ```
+/// use estuary_middleware::conn_limit::{ConnectionLimit, ConnectionLimitLayer};
+/// use http::{Request, Response, StatusCode};
+/// use std::convert::Infallible;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+/// let layer = ConnectionLimitLayer::new(1);
+/// let service: ConnectionLimit<_> = layer.layer(inner);
+/// // The inner service drops the request, and the permit in its extensions with it: a
+/// // request that does not become a socket gives its slot back at once.
+/// let first = service.clone().oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(first.status(), StatusCode::OK);
+/// assert_eq!(layer.live(), 0);
+/// let second = service.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(second.status(), StatusCode::OK);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectionLimit<S, K: KeyExtractor = AllClients> {
     inner: S,

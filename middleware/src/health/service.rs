@@ -93,6 +93,21 @@ impl<S> Layer<S> for HealthLayer {
 /// Middleware that answers the health check path and passes every other request on.
 ///
 /// Built by [`HealthLayer`].
+///
+/// ```
+/// use estuary_middleware::health::{Health, HealthLayer};
+/// use http::{Request, Response, StatusCode};
+/// use std::convert::Infallible;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+/// let service: Health<_> = HealthLayer::new("/health").layer(inner);
+/// let response = service.oneshot(Request::get("/health").body(()).unwrap()).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Health<S> {
     inner: S,

@@ -68,6 +68,14 @@ pub trait KeyExtractor: Clone {
 
 /// The prefix length IPv6 clients are grouped by unless set otherwise: a /64, the
 /// smallest network a host is usually given.
+///
+/// ```
+/// use estuary_middleware::key::{ip_key, DEFAULT_IPV6_PREFIX};
+///
+/// let a = ip_key("2001:db8::1".parse().unwrap(), DEFAULT_IPV6_PREFIX);
+/// let b = ip_key("2001:db8::2".parse().unwrap(), DEFAULT_IPV6_PREFIX);
+/// assert_eq!(a, b, "one /64, one client");
+/// ```
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// The key for a client address: an IPv4-mapped IPv6 address as its IPv4 address, and an
@@ -308,6 +316,16 @@ where
 }
 
 /// A [`KeyExtractor`] made from a closure by [`key_fn`].
+///
+/// ```
+/// use estuary_middleware::key::{key_fn, KeyExtractor};
+///
+/// let tenant = key_fn(|headers, _extensions| {
+///     Some(headers.get("x-tenant")?.to_str().ok()?.to_owned())
+/// });
+/// let request = http::Request::get("/").header("x-tenant", "acme").body(()).unwrap();
+/// assert_eq!(tenant.extract(&request).as_deref(), Some("acme"));
+/// ```
 #[derive(Clone)]
 pub struct KeyFn<F>(F);
 

@@ -144,6 +144,26 @@ impl<S> Layer<S> for OriginLayer {
 /// Middleware that checks the `Origin` header against an allow-list, or against `Host`.
 ///
 /// Built by [`OriginLayer`].
+///
+/// ```
+/// use estuary_middleware::origin::{CheckOrigin, OriginLayer};
+/// use http::{Request, Response, StatusCode};
+/// use std::convert::Infallible;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+/// let layer = OriginLayer::new(["https://app.example.com"]).expect("a valid origin");
+/// let service: CheckOrigin<_> = layer.layer(inner);
+/// let request = Request::get("/ws")
+///     .header("origin", "https://evil.example")
+///     .body(())
+///     .unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::FORBIDDEN);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CheckOrigin<S> {
     inner: S,

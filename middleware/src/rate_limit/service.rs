@@ -118,6 +118,30 @@ impl<S, K: KeyExtractor> Layer<S> for RateLimitLayer<K> {
 /// Middleware that spends one unit of the client's budget per request, or answers 429.
 ///
 /// Built by [`RateLimitLayer`].
+///
+/// ```
+/// use estuary_middleware::rate_limit::{RateLimit, RateLimitLayer};
+/// use estuary_middleware::PeerAddr;
+/// use http::{Request, Response, StatusCode};
+/// use std::convert::Infallible;
+/// use std::num::NonZeroU32;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+/// let layer = RateLimitLayer::per_second(NonZeroU32::new(1).unwrap());
+/// let service: RateLimit<_> = layer.layer(inner);
+/// let from = |_| {
+///     let mut request = Request::new(());
+///     request.extensions_mut().insert(PeerAddr("192.0.2.1:4000".parse().unwrap()));
+///     request
+/// };
+/// let first = service.clone().oneshot(from(())).await.unwrap();
+/// let second = service.oneshot(from(())).await.unwrap();
+/// assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::TOO_MANY_REQUESTS));
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RateLimit<S, K: KeyExtractor = PeerIp> {
     inner: S,

@@ -6,6 +6,10 @@
 //! message rate, 1009 message too big) and tells the handler's `on_close` which.
 //! Mount different layers on different routes to give them different limits.
 //!
+//! A max age with jitter closes each socket at an age drawn once when it opens, between
+//! `max_age × (1 − jitter)` and `max_age`: sockets opened in the same second are spread
+//! over the window instead of all reconnecting at once.
+//!
 //! [`SessionLimits`]: crate::SessionLimits
 //!
 //! # Example
@@ -25,6 +29,7 @@
 //! let limits = SessionLimitsLayer::new()
 //!     .with_idle_timeout(Duration::from_secs(120))
 //!     .with_max_age(Duration::from_secs(3600))
+//!     .with_max_age_jitter(0.1)
 //!     .with_message_rate(MessageRate::new(100, Duration::from_secs(1)))
 //!     .with_max_message_size(1 << 20);
 //! let service = ServiceBuilder::new()

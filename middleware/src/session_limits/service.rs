@@ -52,6 +52,30 @@ impl SessionLimitsLayer {
         self
     }
 
+    /// Closes each socket up to `fraction` of the max age earlier, drawn once per socket,
+    /// so that sockets opened together are not all closed together (see
+    /// [`SessionLimits::with_max_age_jitter`]).
+    ///
+    /// # Panics
+    ///
+    /// If `fraction` is not between 0 and 1.
+    ///
+    /// ```
+    /// use estuary_middleware::session_limits::SessionLimitsLayer;
+    /// use std::time::Duration;
+    ///
+    /// // Each socket closes between 50 and 60 minutes after it opened.
+    /// let layer = SessionLimitsLayer::new()
+    ///     .with_max_age(Duration::from_secs(3600))
+    ///     .with_max_age_jitter(1.0 / 6.0);
+    /// let earliest = layer.limits().connection_max_age(1.0).unwrap();
+    /// assert_eq!(earliest.as_secs(), 3000);
+    /// ```
+    pub fn with_max_age_jitter(mut self, fraction: f64) -> Self {
+        self.limits = self.limits.with_max_age_jitter(fraction);
+        self
+    }
+
     /// Closes a socket that sends more than `rate.capacity` frames per `rate.duration`
     /// (close code 1008).
     pub fn with_message_rate(mut self, rate: MessageRate) -> Self {
@@ -86,6 +110,27 @@ impl<S> Layer<S> for SessionLimitsLayer {
 ///
 /// Built by [`SessionLimitsLayer`]. It replaces a `SessionLimits` an outer layer inserted,
 /// so the layer closest to the socket wins.
+///
+/// ```
+/// use estuary_middleware::session_limits::{SessionLimitsLayer, SetSessionLimits};
+/// use estuary_middleware::SessionLimits;
+/// use http::{Request, Response};
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|request: Request<()>| async move {
+///     let limits = request.extensions().get::<SessionLimits>().copied();
+///     Ok::<_, Infallible>(Response::new(limits))
+/// });
+/// let layer = SessionLimitsLayer::new().with_idle_timeout(Duration::from_secs(60));
+/// let service: SetSessionLimits<_> = layer.layer(inner);
+/// let seen = service.oneshot(Request::new(())).await.unwrap().into_body().unwrap();
+/// assert_eq!(seen.idle_timeout, Some(Duration::from_secs(60)));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SetSessionLimits<S> {
     inner: S,
@@ -147,11 +192,13 @@ mod tests {
         let layer = SessionLimitsLayer::new()
             .with_idle_timeout(Duration::from_secs(120))
             .with_max_age(Duration::from_secs(3600))
+            .with_max_age_jitter(0.2)
             .with_message_rate(rate)
             .with_max_message_size(4096);
         let seen = limits_seen(layer).await.expect("limits inserted");
         assert_eq!(seen.idle_timeout, Some(Duration::from_secs(120)));
         assert_eq!(seen.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(seen.max_age_jitter, Some(0.2));
         assert_eq!(seen.message_rate, Some(rate));
         assert_eq!(seen.max_message_size, Some(4096));
     }

@@ -315,10 +315,16 @@ fn incompressible_messages_of_growing_size_leave_the_pooled_compressor_usable() 
             "{size} bytes of noise go as stored blocks"
         );
         let back = inflate_all(&mut inflater(), &compressed, 1 << 20);
-        assert!(back.as_deref() == Ok(&random[..]), "{size} bytes of noise came back");
+        assert!(
+            back.as_deref() == Ok(&random[..]),
+            "{size} bytes of noise came back"
+        );
     }
     let text = json(4000);
     let compressed = compress_alone(setting, &text).expect("JSON compresses");
     assert!(compressed.len() < text.len() / 5);
-    assert_eq!(inflate_all(&mut inflater(), &compressed, 1 << 20).unwrap(), text);
+    assert_eq!(
+        inflate_all(&mut inflater(), &compressed, 1 << 20).unwrap(),
+        text
+    );
 }
