@@ -316,6 +316,12 @@ impl Registry {
         members.keys().filter_map(|id| self.member(*id)).collect()
     }
 
+    /// The queue of a connection.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn handle(&self, id: ConnId) -> Option<&SessionHandle> {
+        self.conns.get(&id).map(|e| &e.handle)
+    }
+
     /// The session and user of a connection.
     pub(crate) fn member(&self, id: ConnId) -> Option<Member> {
         self.conns.get(&id).map(|e| Member {

@@ -11,6 +11,8 @@
 //!   batches, and what arrives on them.
 //! - `presence`: members in Redis, kept by a task that heals after any failure, and
 //!   listed across nodes.
+//! - `stream`: channel history on Redis Streams, written by the outbox in the same step
+//!   as its publish, and read for joins with a position.
 //!
 //! The guarantees are written out on [`RedisConfig`].
 
@@ -19,6 +21,7 @@ mod link;
 mod outbox;
 mod presence;
 mod routes;
+mod stream;
 mod subscriptions;
 
 use std::fmt;
@@ -28,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use super::history::Counters as HistoryCounters;
 use super::registry::RouteChange;
 use super::{ConnId, Hub, HubBuilder, HubError, HubInner, Member, Payload, RouteKind, Target};
 pub(crate) use link::redact;
@@ -410,6 +414,8 @@ struct Shared {
     outbox: Outbox,
     interest: Interest,
     presence: Presence,
+    /// Channel history's counters, the hub's.
+    history: Arc<HistoryCounters>,
     /// The connection for presence and queries.
     commands: SharedLink,
     cancel: CancellationToken,
@@ -526,6 +532,7 @@ impl HubBuilder {
         let shown = connector.shown().to_owned();
         let node: u128 = rand::random();
         let sharded = connector.is_cluster() && config.routing == Routing::Interest;
+        let mut inner = self.into_inner();
         let commands = SharedLink::new();
         // Reachable, and the password right, before anything else.
         commands
@@ -544,6 +551,7 @@ impl HubBuilder {
             outbox: Outbox::new(config.delivery_deadline, config.outbox_limit),
             interest: Interest::new(),
             presence: Presence::new(),
+            history: inner.history.counters.clone(),
             commands,
             cancel: CancellationToken::new(),
         });
@@ -557,7 +565,6 @@ impl HubBuilder {
         let publisher = outbox::connect(&shared)
             .await
             .map_err(|e| HubError::redis(format!("connecting to {shown}"), e))?;
-        let mut inner = self.into_inner();
         inner.backplane = Some(Backplane {
             shared: shared.clone(),
         });

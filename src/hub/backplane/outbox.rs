@@ -1,6 +1,9 @@
 //! The outbox: deliveries waiting for Redis, bounded by the delivery deadline and by
 //! bytes, and the task that publishes them.
 //!
+//! A publication on a channel with history goes as the stream script (see `stream`),
+//! which stores it and publishes it in one step; anything else as a plain publish.
+//!
 //! The task keeps one batch in flight: everything queued since the last round trip goes
 //! in one pipeline (one per shard on a cluster), and the next batch waits for its
 //! replies. A round trip that does not come back within the deadline (Redis stalled)
@@ -19,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::link::{Keyed, Link};
+use super::stream::Append;
 use super::{reconnect, Backoff, Counters, Routing, Shared, Throttle};
 
 /// What one queued delivery costs beside its bytes (the entry, the route's allocation).
@@ -41,12 +45,29 @@ struct Queue {
 struct Outgoing {
     queued: Instant,
     route: String,
+    /// The envelope, or for a publication with history the payload the script puts
+    /// behind the envelope's head.
     envelope: Bytes,
+    append: Option<Box<Append>>,
 }
 
 impl Outgoing {
     fn size(&self) -> usize {
-        self.route.len() + self.envelope.len() + ENTRY_OVERHEAD
+        let append = self.append.as_ref().map_or(0, |a| a.size());
+        self.route.len() + self.envelope.len() + append + ENTRY_OVERHEAD
+    }
+
+    /// The command that publishes it; a publication with history by the script's SHA1,
+    /// or its body when `with_body`.
+    fn command(&self, publish: &str, with_body: bool) -> Keyed {
+        match &self.append {
+            Some(append) => append.command(&self.route, &self.envelope, publish, with_body),
+            None => {
+                let mut cmd = redis::cmd(publish);
+                cmd.arg(&self.route).arg(self.envelope.as_ref());
+                Keyed::new(self.route.as_str(), &mut cmd)
+            }
+        }
     }
 }
 
@@ -64,11 +85,33 @@ impl Outbox {
     /// the oldest until the new one fits; a delivery larger than the whole bound still
     /// goes, alone.
     pub(super) fn push(&self, route: String, envelope: Bytes, counters: &Counters) {
+        self.push_item(route, envelope, None, counters);
+    }
+
+    /// Queues a publication for a channel's stream: `payload` goes behind `append`'s head.
+    pub(super) fn push_append(
+        &self,
+        route: String,
+        payload: Bytes,
+        append: Append,
+        counters: &Counters,
+    ) {
+        self.push_item(route, payload, Some(Box::new(append)), counters);
+    }
+
+    fn push_item(
+        &self,
+        route: String,
+        envelope: Bytes,
+        append: Option<Box<Append>>,
+        counters: &Counters,
+    ) {
         let now = Instant::now();
         let item = Outgoing {
             queued: now,
             route,
             envelope,
+            append,
         };
         let (expired, full) = {
             let mut queue = self.lock();
@@ -168,22 +211,45 @@ pub(super) async fn publish_loop(shared: Arc<Shared>, link: Link) {
             }
             let count = batch.len() as u64;
             let commands = batch
-                .into_iter()
-                .map(|item| {
-                    let mut cmd = redis::cmd(command);
-                    cmd.arg(&item.route).arg(item.envelope.as_ref());
-                    Keyed::new(item.route, &mut cmd)
-                })
-                .collect();
-            let (replies, error) = connected.exec_each(commands).await;
-            let published = replies
                 .iter()
-                .filter(
-                    |reply| matches!(reply, Some(reply) if !matches!(reply, Value::ServerError(_))),
-                )
+                .map(|item| item.command(command, false))
+                .collect();
+            let (mut replies, mut error) = connected.exec_each(commands).await;
+            // A Redis that does not know the stream script yet (new, or restarted) ran
+            // none of those commands: they go again, in order, with its body.
+            let unknown: Vec<usize> = (0..replies.len())
+                .filter(|&at| matches!(&replies[at], Some(Value::ServerError(e)) if e.kind() == Some(redis::ServerErrorKind::NoScript)))
+                .collect();
+            if !unknown.is_empty() && error.is_none() {
+                let again = unknown
+                    .iter()
+                    .map(|&at| batch[at].command(command, true))
+                    .collect();
+                let (retried, failed) = connected.exec_each(again).await;
+                for (at, reply) in unknown.into_iter().zip(retried) {
+                    replies[at] = reply;
+                }
+                error = failed;
+            }
+            let ok = |reply: &Option<Value>| matches!(reply, Some(reply) if !matches!(reply, Value::ServerError(_)));
+            let published = replies.iter().filter(|reply| ok(reply)).count() as u64;
+            let stored = batch
+                .iter()
+                .zip(&replies)
+                .filter(|(item, reply)| item.append.is_some() && ok(reply))
                 .count() as u64;
             Counters::add(&shared.counters.published, published);
             Counters::add(&shared.counters.dropped_failed, count - published);
+            shared.history.stored(stored);
+            if let Some((item, Some(Value::ServerError(e)))) = batch
+                .iter()
+                .zip(&replies)
+                .find(|(item, reply)| item.append.is_some() && !ok(reply))
+            {
+                if let Some(unlogged) = failures.ready() {
+                    tracing::warn!(error = %e, unlogged, route = item.route, "storing a publication in a channel's history failed");
+                }
+            }
             if let Some(e) = error {
                 if let Some(unlogged) = failures.ready() {
                     tracing::warn!(error = %e, unlogged, redis = shared.connector.shown(), "publishing to redis failed; reconnecting");

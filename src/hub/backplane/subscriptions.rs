@@ -17,10 +17,11 @@ use bytes::Bytes;
 use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::{watch, Notify};
 
-use super::super::{Hub, HubInner};
+use super::super::{Hub, HubInner, Payload, Target};
 use super::envelope;
 use super::link::{Link, PushHandler};
 use super::{reconnect, wall_clock_ms, Backoff, Counters, Routing, Shared, Throttle};
+use crate::queue::{Position, Publication};
 
 /// How often the subscriber checks that Redis still answers, so that a connection that
 /// died without a word (a stalled server, a lost network) is replaced.
@@ -154,6 +155,9 @@ impl Inbound {
                 return;
             }
         };
+        if let Some(position) = envelope.position {
+            return self.receive_publication(envelope.target, position, envelope.payload);
+        }
         if envelope.node == self.shared.node {
             Counters::add(&counters.echoes, 1);
             return;
@@ -168,6 +172,28 @@ impl Inbound {
         };
         let delivered = Hub { inner }.deliver_local(&envelope.target, &envelope.payload);
         match delivered {
+            0 => Counters::add(&counters.unneeded, 1),
+            _ => Counters::add(&counters.delivered, 1),
+        }
+    }
+}
+
+impl Inbound {
+    /// A publication on a channel with history, from its stream's script: delivered on
+    /// every node with members, the one that published it included (its members get it
+    /// only now, in the stream's order), and however late (it is in the stream: skipping
+    /// it would leave a gap its members could not see).
+    fn receive_publication(&self, target: Target, position: Position, payload: Payload) {
+        let counters = &self.shared.counters;
+        let (Target::Channel(channel), Payload::Frame(frame)) = (target, payload) else {
+            Counters::add(&counters.malformed, 1);
+            return;
+        };
+        let Some(inner) = self.hub.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let publication = Publication::new(channel, position, frame, false);
+        match (Hub { inner }).deliver_publication(&publication) {
             0 => Counters::add(&counters.unneeded, 1),
             _ => Counters::add(&counters.delivered, 1),
         }

@@ -1,0 +1,259 @@
+//! Channel history on Redis Streams: a trimmed stream per channel with history, shared by
+//! every node, and the scripts that write and read it.
+//!
+//! A publication is appended and published by one script ([`PUBLISH`]), which takes the
+//! channel's next offset, builds the envelope with its position, appends it to the stream
+//! (trimmed to the history's size), refreshes the keys' expiry, and publishes the same
+//! envelope on the channel's route, in one atomic step: the stream's order is the order
+//! in which every node receives the channel's publications, whichever node published
+//! them. The script's keys and the route share the channel's hash tag, so on a Redis
+//! Cluster they live on one shard and the script may touch them all. The publisher sends
+//! it by its SHA1 (`EVALSHA`, in the outbox's pipeline), and its body (`EVAL`) when the
+//! server does not know it yet (a new or restarted Redis).
+//!
+//! A join with a position reads the stream with [`READ`]: the channel's epoch and last
+//! offset, and what the stream keeps after the position (everything it keeps, in another
+//! epoch), none older than the history's ttl by Redis's clock. A channel without a
+//! position key (new, expired, or lost with a Redis restart) gets a new epoch, from the
+//! first script that finds it missing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis::Value;
+use sha1::{Digest, Sha1};
+
+use super::super::history::{new_epoch, Found, History};
+use super::super::{HubError, Payload, Target};
+use super::link::Keyed;
+use super::{envelope, wall_clock_ms, Backplane, Routing};
+use crate::protocol::Prepared;
+use crate::queue::Position;
+
+/// Appends a publication and publishes it. KEYS: stream, position. ARGV: route, envelope
+/// head, payload, size, ttl ms, position ttl ms, a new epoch (used if the channel has
+/// none), the publish command. Returns the offset.
+pub(super) const PUBLISH: &str = r#"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+local digits = string.format('%d', offset)
+local envelope = ARGV[2] .. string.char(#digits) .. digits .. string.char(#epoch) .. epoch .. ARGV[3]
+local now = redis.call('TIME')
+local ms = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], digits .. '-0', 'e', envelope, 't', ms)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call(ARGV[8], ARGV[1], envelope)
+return offset
+"#;
+
+/// Reads a channel's position and what its stream keeps after a position. KEYS: stream,
+/// position. ARGV: "1" if a position is given, its epoch, its offset, ttl ms, a new
+/// epoch, position ttl ms. Returns [epoch, last offset, [offset, envelope, ...]].
+pub(super) const READ: &str = r#"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  return {epoch, 0, {}}
+end
+local top = tonumber(redis.call('HGET', KEYS[2], 'offset') or '0')
+if ARGV[1] ~= '1' then
+  return {epoch, top, {}}
+end
+local start = '-'
+if ARGV[2] == epoch then
+  start = string.format('%d', ARGV[3] + 1) .. '-0'
+end
+local now = redis.call('TIME')
+local oldest = now[1] * 1000 + math.floor(now[2] / 1000) - ARGV[4]
+local out = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], start, '+')) do
+  local fields = entry[2]
+  local at, envelope = 0, nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' then at = tonumber(fields[i + 1]) end
+    if fields[i] == 'e' then envelope = fields[i + 1] end
+  end
+  if envelope and at >= oldest then
+    table.insert(out, string.match(entry[1], '^(%d+)'))
+    table.insert(out, envelope)
+  end
+end
+return {epoch, top, out}
+"#;
+
+/// The publish script's SHA1, as `EVALSHA` names it.
+pub(super) fn publish_sha() -> &'static str {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| {
+        Sha1::digest(PUBLISH.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+}
+
+/// A publication on its way to a channel's stream: what the script needs beside the
+/// route and the payload.
+#[derive(Debug)]
+pub(super) struct Append {
+    pub(super) stream: String,
+    pub(super) position: String,
+    pub(super) head: Bytes,
+    pub(super) size: usize,
+    pub(super) ttl_ms: u64,
+    pub(super) position_ttl_ms: u64,
+}
+
+impl Append {
+    /// What it counts against the outbox's bound, beside the route and the payload.
+    pub(super) fn size(&self) -> usize {
+        self.stream.len() + self.position.len() + self.head.len()
+    }
+
+    /// The script's command for `route` and `payload`: by SHA1, or with its body.
+    pub(super) fn command(
+        &self,
+        route: &str,
+        payload: &[u8],
+        publish: &str,
+        with_body: bool,
+    ) -> Keyed {
+        let mut cmd = match with_body {
+            true => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(PUBLISH);
+                cmd
+            }
+            false => {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(publish_sha());
+                cmd
+            }
+        };
+        cmd.arg(2)
+            .arg(&self.stream)
+            .arg(&self.position)
+            .arg(route)
+            .arg(self.head.as_ref())
+            .arg(payload)
+            .arg(self.size)
+            .arg(self.ttl_ms)
+            .arg(self.position_ttl_ms)
+            .arg(new_epoch())
+            .arg(publish);
+        Keyed::new(self.stream.as_str(), &mut cmd)
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl Backplane {
+    /// Queues a publication on a channel with history: Redis gives it its position, keeps
+    /// it, and publishes it to every node with members, this one included.
+    pub(crate) fn publish_positioned(
+        &self,
+        channel: &Arc<str>,
+        history: &History,
+        frame: &Prepared,
+    ) {
+        let shared = &self.shared;
+        let to = Target::Channel(channel.clone());
+        let route = match shared.routing {
+            Routing::Interest => shared.keys.route_of(&to),
+            Routing::Broadcast => shared.keys.broadcast(),
+        };
+        let payload = Payload::Frame(frame.clone());
+        let (head, body) =
+            envelope::encode_unpositioned(shared.node, wall_clock_ms(), &to, &payload);
+        let append = Append {
+            stream: shared.keys.stream(channel),
+            position: shared.keys.position(channel),
+            head,
+            size: history.size(),
+            ttl_ms: millis(history.ttl()),
+            position_ttl_ms: millis(history.position_ttl()),
+        };
+        shared
+            .outbox
+            .push_append(route, body, append, &shared.counters);
+    }
+
+    /// Reads `channel`'s position, and what its stream keeps after `since`.
+    pub(crate) async fn read_stream(
+        &self,
+        channel: &str,
+        history: &History,
+        since: Option<&Position>,
+    ) -> Result<Found, HubError> {
+        let shared = &self.shared;
+        let shown = shared.connector.shown();
+        let failed = |e: redis::RedisError| {
+            HubError::redis(format!("reading a channel's history on {shown}"), e)
+        };
+        let (mut link, generation) = shared
+            .commands
+            .get(&shared.connector)
+            .await
+            .map_err(failed)?;
+        let stream = shared.keys.stream(channel);
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(READ)
+            .arg(2)
+            .arg(&stream)
+            .arg(shared.keys.position(channel))
+            .arg(if since.is_some() { "1" } else { "0" })
+            .arg(since.map_or("", |p| p.epoch.as_str()))
+            .arg(since.map_or(0, |p| p.offset))
+            .arg(millis(history.ttl()))
+            .arg(new_epoch())
+            .arg(millis(history.position_ttl()));
+        let reply = link.exec(vec![Keyed::new(stream, &mut script)]).await;
+        let reply = match reply {
+            Ok(mut replies) => match replies.pop().unwrap_or_default() {
+                Value::ServerError(e) => Err(e.into()),
+                reply => Ok(reply),
+            },
+            Err(e) => {
+                if super::presence::lost_connection(&e) {
+                    shared.commands.broken(generation).await;
+                }
+                Err(e)
+            }
+        };
+        let (epoch, top, flat): (String, u64, Vec<Vec<u8>>) =
+            redis::from_redis_value(reply.map_err(failed)?).map_err(|e| failed(e.into()))?;
+        let mut entries = Vec::with_capacity(flat.len() / 2);
+        // [offset, envelope, offset, envelope, ...]: the envelopes carry their offsets.
+        for bytes in flat.into_iter().skip(1).step_by(2) {
+            match envelope::decode(Bytes::from(bytes)) {
+                Ok(envelope::Envelope {
+                    payload: Payload::Frame(frame),
+                    position: Some(position),
+                    ..
+                }) => entries.push((position.offset, frame)),
+                // Not one this version can read: left out, and the gap in offsets makes
+                // the recovery incomplete.
+                _ => super::Counters::add(&shared.counters.malformed, 1),
+            }
+        }
+        Ok(Found {
+            epoch,
+            top,
+            entries,
+        })
+    }
+}
