@@ -540,6 +540,7 @@ impl Hub {
         let Some((channel, last)) = registry.leave(id, channel) else {
             return false;
         };
+        self.inner.history.catch_up.forget(id);
         self.presence_left(id, &channel, last);
         if last {
             self.routes_changed(&[RouteChange {
@@ -680,6 +681,7 @@ impl HubRegistration {
 impl Drop for HubRegistration {
     fn drop(&mut self) {
         let mut registry = self.hub.write();
+        self.hub.inner.history.catch_up.forget(self.id);
         if let Some(removed) = registry.remove(self.id) {
             for (channel, last) in &removed.channels {
                 self.hub.presence_left(self.id, channel, *last);

@@ -12,17 +12,18 @@
 //! still holds of the last batch when it wakes up is dropped by the receivers, which
 //! check each delivery's age.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use redis::cluster_routing::Slot;
 use redis::{RedisError, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::link::{Keyed, Link};
-use super::stream::Append;
+use super::stream::{self, Append};
 use super::{reconnect, Backoff, Counters, Routing, Shared, Throttle};
 
 /// What one queued delivery costs beside its bytes (the entry, the route's allocation).
@@ -57,11 +58,10 @@ impl Outgoing {
         self.route.len() + self.envelope.len() + append + ENTRY_OVERHEAD
     }
 
-    /// The command that publishes it; a publication with history by the script's SHA1,
-    /// or its body when `with_body`.
-    fn command(&self, publish: &str, with_body: bool) -> Keyed {
+    /// The command that publishes it: a publication with history by the script's SHA1.
+    fn command(&self, publish: &str) -> Keyed {
         match &self.append {
-            Some(append) => append.command(&self.route, &self.envelope, publish, with_body),
+            Some(append) => append.command(&self.route, &self.envelope, publish),
             None => {
                 let mut cmd = redis::cmd(publish);
                 cmd.arg(&self.route).arg(self.envelope.as_ref());
@@ -174,6 +174,34 @@ pub(super) async fn connect(shared: &Shared) -> Result<Link, RedisError> {
     shared.connector.connect(shared.deadline, None).await
 }
 
+/// The commands that publish `batch`, in order, and for each the item it publishes
+/// (`None` for a script load). The stream script goes by its SHA1, after a `SCRIPT LOAD`
+/// of its body in the same pipeline (one per shard on a cluster): Redis runs the load
+/// first, so that the script is known to a new or restarted Redis without a failed
+/// round trip, and the batch's publications keep their order. One load per batch, not
+/// one body per publication.
+fn commands_for(
+    batch: &VecDeque<Outgoing>,
+    publish: &str,
+    cluster: bool,
+) -> (Vec<Keyed>, Vec<Option<usize>>) {
+    let mut commands = Vec::with_capacity(batch.len() + 1);
+    let mut owners = Vec::with_capacity(batch.len() + 1);
+    let mut loaded: HashSet<Slot> = HashSet::new();
+    for (at, item) in batch.iter().enumerate() {
+        if let Some(append) = &item.append {
+            let slot = Slot::for_key(if cluster { append.stream.as_str() } else { "" });
+            if loaded.insert(slot) {
+                commands.push(stream::load(&append.stream));
+                owners.push(None);
+            }
+        }
+        commands.push(item.command(publish));
+        owners.push(Some(at));
+    }
+    (commands, owners)
+}
+
 /// Publishes the outbox, one batch per round trip, until the hub is dropped.
 pub(super) async fn publish_loop(shared: Arc<Shared>, link: Link) {
     let mut link = Some(link);
@@ -210,27 +238,15 @@ pub(super) async fn publish_loop(shared: Arc<Shared>, link: Link) {
                 break;
             }
             let count = batch.len() as u64;
-            let commands = batch
-                .iter()
-                .map(|item| item.command(command, false))
+            let (commands, owners) = commands_for(&batch, command, shared.connector.is_cluster());
+            let (all_replies, error) = connected.exec_each(commands).await;
+            // The replies of the batch's items, without those of the script loads.
+            let replies: Vec<Option<Value>> = all_replies
+                .into_iter()
+                .zip(&owners)
+                .filter(|(_, owner)| owner.is_some())
+                .map(|(reply, _)| reply)
                 .collect();
-            let (mut replies, mut error) = connected.exec_each(commands).await;
-            // A Redis that does not know the stream script yet (new, or restarted) ran
-            // none of those commands: they go again, in order, with its body.
-            let unknown: Vec<usize> = (0..replies.len())
-                .filter(|&at| matches!(&replies[at], Some(Value::ServerError(e)) if e.kind() == Some(redis::ServerErrorKind::NoScript)))
-                .collect();
-            if !unknown.is_empty() && error.is_none() {
-                let again = unknown
-                    .iter()
-                    .map(|&at| batch[at].command(command, true))
-                    .collect();
-                let (retried, failed) = connected.exec_each(again).await;
-                for (at, reply) in unknown.into_iter().zip(retried) {
-                    replies[at] = reply;
-                }
-                error = failed;
-            }
             let ok = |reply: &Option<Value>| matches!(reply, Some(reply) if !matches!(reply, Value::ServerError(_)));
             let published = replies.iter().filter(|reply| ok(reply)).count() as u64;
             let stored = batch

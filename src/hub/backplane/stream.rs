@@ -8,8 +8,8 @@
 //! in which every node receives the channel's publications, whichever node published
 //! them. The script's keys and the route share the channel's hash tag, so on a Redis
 //! Cluster they live on one shard and the script may touch them all. The publisher sends
-//! it by its SHA1 (`EVALSHA`, in the outbox's pipeline), and its body (`EVAL`) when the
-//! server does not know it yet (a new or restarted Redis).
+//! it by its SHA1 (`EVALSHA`, in the outbox's pipeline), behind one `SCRIPT LOAD` of its
+//! body per batch, so that a new or restarted Redis knows it.
 //!
 //! A join with a position reads the stream with [`READ`]: the channel's epoch and last
 //! offset, and what the stream keeps after the position (everything it keeps, in another
@@ -101,6 +101,13 @@ pub(super) fn publish_sha() -> &'static str {
     })
 }
 
+/// Loads the publish script on the server of `key`'s slot.
+pub(super) fn load(key: &str) -> Keyed {
+    let mut cmd = redis::cmd("SCRIPT");
+    cmd.arg("LOAD").arg(PUBLISH);
+    Keyed::new(key, &mut cmd)
+}
+
 /// A publication on its way to a channel's stream: what the script needs beside the
 /// route and the payload.
 #[derive(Debug)]
@@ -119,27 +126,11 @@ impl Append {
         self.stream.len() + self.position.len() + self.head.len()
     }
 
-    /// The script's command for `route` and `payload`: by SHA1, or with its body.
-    pub(super) fn command(
-        &self,
-        route: &str,
-        payload: &[u8],
-        publish: &str,
-        with_body: bool,
-    ) -> Keyed {
-        let mut cmd = match with_body {
-            true => {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(PUBLISH);
-                cmd
-            }
-            false => {
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(publish_sha());
-                cmd
-            }
-        };
-        cmd.arg(2)
+    /// The script's command for `route` and `payload`, by the script's SHA1.
+    pub(super) fn command(&self, route: &str, payload: &[u8], publish: &str) -> Keyed {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(publish_sha())
+            .arg(2)
             .arg(&self.stream)
             .arg(&self.position)
             .arg(route)
@@ -203,37 +194,52 @@ impl Backplane {
         let failed = |e: redis::RedisError| {
             HubError::redis(format!("reading a channel's history on {shown}"), e)
         };
-        let (mut link, generation) = shared
-            .commands
-            .get(&shared.connector)
-            .await
-            .map_err(failed)?;
         let stream = shared.keys.stream(channel);
-        let mut script = redis::cmd("EVAL");
-        script
-            .arg(READ)
-            .arg(2)
-            .arg(&stream)
-            .arg(shared.keys.position(channel))
-            .arg(if since.is_some() { "1" } else { "0" })
-            .arg(since.map_or("", |p| p.epoch.as_str()))
-            .arg(since.map_or(0, |p| p.offset))
-            .arg(millis(history.ttl()))
-            .arg(new_epoch())
-            .arg(millis(history.position_ttl()));
-        let reply = link.exec(vec![Keyed::new(stream, &mut script)]).await;
-        let reply = match reply {
-            Ok(mut replies) => match replies.pop().unwrap_or_default() {
-                Value::ServerError(e) => Err(e.into()),
-                reply => Ok(reply),
-            },
-            Err(e) => {
-                if super::presence::lost_connection(&e) {
-                    shared.commands.broken(generation).await;
-                }
-                Err(e)
-            }
+        let read = || {
+            let mut script = redis::cmd("EVAL");
+            script
+                .arg(READ)
+                .arg(2)
+                .arg(&stream)
+                .arg(shared.keys.position(channel))
+                .arg(if since.is_some() { "1" } else { "0" })
+                .arg(since.map_or("", |p| p.epoch.as_str()))
+                .arg(since.map_or(0, |p| p.offset))
+                .arg(millis(history.ttl()))
+                .arg(new_epoch())
+                .arg(millis(history.position_ttl()));
+            vec![Keyed::new(stream.as_str(), &mut script)]
         };
+        // Twice at most: the shared connection may have died since it was last used (a
+        // Redis restart), and a join should not fail for that alone.
+        let mut reply = None;
+        for attempt in 0..2 {
+            let (mut link, generation) = shared
+                .commands
+                .get(&shared.connector)
+                .await
+                .map_err(failed)?;
+            match link.exec(read()).await {
+                Ok(mut replies) => {
+                    reply = Some(match replies.pop().unwrap_or_default() {
+                        Value::ServerError(e) => Err(e.into()),
+                        reply => Ok(reply),
+                    });
+                    break;
+                }
+                Err(e) if super::presence::lost_connection(&e) => {
+                    shared.commands.broken(generation).await;
+                    if attempt == 1 {
+                        reply = Some(Err(e));
+                    }
+                }
+                Err(e) => {
+                    reply = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        let reply = reply.expect("the loop ends with a reply or an error");
         let (epoch, top, flat): (String, u64, Vec<Vec<u8>>) =
             redis::from_redis_value(reply.map_err(failed)?).map_err(|e| failed(e.into()))?;
         let mut entries = Vec::with_capacity(flat.len() / 2);

@@ -1,12 +1,23 @@
-//! Live publications held back for members whose history is being read from Redis.
+//! Live publications held back, then filtered, for members whose history is read from
+//! Redis.
 //!
-//! A member that joins with a position is added to the channel with a buffer: until its
-//! history has been read, what arrives live for it waits there. When the read is done,
-//! the buffer is let go in one step, under the same locks as live delivery: what the
-//! read covered (the same epoch, at or below the last offset read) is dropped, the rest
-//! goes to the member's queue, and live publications go straight to the queue again. A
-//! buffer holds at most the channel's history size; past it, publications are dropped
-//! and the recovery reported incomplete.
+//! A member that joins with a position is added to the channel *holding*: until its
+//! history has been read, what arrives live for it waits in a buffer. When the read is
+//! done (the stream's epoch and the last offset it covered), the buffer is let go in one
+//! step, under the same locks as live delivery: what the read covered (the same epoch, at
+//! or below the last offset read) is dropped, the rest goes to the member's queue.
+//!
+//! A publication the read covered may still be on its way live: the read and the
+//! subscription are different connections, so its live copy can arrive after the read's
+//! reply. So the member goes on *filtering*: live publications at or below the last
+//! offset read are dropped, until the first one above it, after which none at or below
+//! can come (a channel's publications arrive in stream order). A buffer holds at most the
+//! channel's history size; past it, publications are dropped and the recovery reported
+//! incomplete. A member that leaves is forgotten here too.
+//!
+//! Only a hub on Redis catches up: in-process, a join reads its history under the lock
+//! its channel's publications take, and no member is ever found here.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,52 +28,108 @@ use super::super::ConnId;
 use super::super::Hub;
 use crate::queue::Publication;
 
-/// The members catching up on this node, with what is held for them.
+/// The members catching up on this node.
 #[derive(Default)]
 pub(crate) struct CatchUps {
-    /// How many buffers exist: live delivery looks at the map only when one does.
+    /// How many members are catching up: live delivery looks at the map only when some
+    /// are. Kept equal to the map's length, under its lock.
     count: AtomicUsize,
-    buffers: Mutex<Buffers>,
+    members: Mutex<HashMap<ConnId, CatchingUp>>,
 }
 
 /// A connection catches up on one channel at a time (`Conn::join_since` takes the
 /// connection mutably).
-#[derive(Default)]
-pub(crate) struct Buffers(HashMap<ConnId, Buffer>);
-
-struct Buffer {
+struct CatchingUp {
     channel: Arc<str>,
-    held: Vec<Publication>,
-    max: usize,
-    overflowed: bool,
+    phase: Phase,
 }
 
-impl Buffers {
-    /// Holds `publication` if `id` is catching up on its channel: `Some(true)` if held,
-    /// `Some(false)` if dropped for a full buffer, `None` if `id` is not catching up.
-    pub(crate) fn hold(&mut self, id: ConnId, publication: &Publication) -> Option<bool> {
-        let buffer = self.0.get_mut(&id)?;
-        if *buffer.channel != *publication.channel() {
-            return None;
+enum Phase {
+    /// The history is being read: live publications wait.
+    Holding {
+        held: Vec<Publication>,
+        max: usize,
+        overflowed: bool,
+    },
+    /// The history has been read up to `floor` in `epoch`: live copies of what it covered
+    /// are dropped.
+    Filtering { epoch: String, floor: u64 },
+}
+
+/// What live delivery does with a publication for a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Queue it: the member is not catching up on its channel (any longer).
+    Deliver,
+    /// Held back for the member.
+    Held,
+    /// Dropped: the member's history covered it, or its buffer is full.
+    Dropped,
+}
+
+/// The catching-up members, locked, for live delivery.
+pub(crate) struct Catching<'a> {
+    members: MutexGuard<'a, HashMap<ConnId, CatchingUp>>,
+    count: &'a AtomicUsize,
+}
+
+impl Catching<'_> {
+    /// What to do with `publication` for member `id`.
+    pub(crate) fn check(&mut self, id: ConnId, publication: &Publication) -> Check {
+        let Some(member) = self.members.get_mut(&id) else {
+            return Check::Deliver;
+        };
+        if *member.channel != *publication.channel() {
+            return Check::Deliver;
         }
-        if buffer.held.len() >= buffer.max {
-            buffer.overflowed = true;
-            return Some(false);
+        match &mut member.phase {
+            Phase::Holding {
+                held,
+                max,
+                overflowed,
+            } => {
+                if held.len() >= *max {
+                    *overflowed = true;
+                    return Check::Dropped;
+                }
+                held.push(publication.clone());
+                Check::Held
+            }
+            Phase::Filtering { epoch, floor } => {
+                let position = publication.position();
+                if position.epoch == *epoch && position.offset <= *floor {
+                    return Check::Dropped;
+                }
+                // Past what the history covered: nothing older can follow.
+                self.members.remove(&id);
+                Check::Deliver
+            }
         }
-        buffer.held.push(publication.clone());
-        Some(true)
+    }
+}
+
+impl Drop for Catching<'_> {
+    fn drop(&mut self) {
+        self.count.store(self.members.len(), Ordering::Release);
     }
 }
 
 impl CatchUps {
-    /// The buffers, locked, if there are any.
-    pub(crate) fn lock_if_any(&self) -> Option<MutexGuard<'_, Buffers>> {
+    /// The catching-up members, locked, if there are any.
+    pub(crate) fn lock_if_any(&self) -> Option<Catching<'_>> {
         (self.count.load(Ordering::Acquire) > 0).then(|| self.lock())
     }
 
+    /// Forgets `id`, which left the channel or closed.
+    pub(crate) fn forget(&self, id: ConnId) {
+        if self.count.load(Ordering::Acquire) > 0 {
+            self.lock().members.remove(&id);
+        }
+    }
+
+    /// Starts holding back `channel`'s live publications for `id`, at most `max`; they
+    /// are let go when the returned guard finishes or drops.
     #[cfg(feature = "redis")]
-    /// Starts holding back `channel`'s live publications for `id`, at most `max`; they are
-    /// let go when the returned guard finishes or drops.
     pub(crate) fn begin<'a>(
         &'a self,
         hub: &'a Hub,
@@ -70,16 +137,15 @@ impl CatchUps {
         channel: &str,
         max: usize,
     ) -> CatchUp<'a> {
-        let buffer = Buffer {
+        let member = CatchingUp {
             channel: Arc::from(channel),
-            held: Vec::new(),
-            max,
-            overflowed: false,
+            phase: Phase::Holding {
+                held: Vec::new(),
+                max,
+                overflowed: false,
+            },
         };
-        let mut buffers = self.lock();
-        if buffers.0.insert(id, buffer).is_none() {
-            self.count.fetch_add(1, Ordering::Release);
-        }
+        self.lock().members.insert(id, member);
         CatchUp {
             hub,
             id,
@@ -87,13 +153,16 @@ impl CatchUps {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Buffers> {
-        // Every change leaves the map consistent.
-        self.buffers.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> Catching<'_> {
+        Catching {
+            // Every change leaves the map consistent.
+            members: self.members.lock().unwrap_or_else(|p| p.into_inner()),
+            count: &self.count,
+        }
     }
 }
 
-/// One member catching up; dropping it lets go of everything held.
+/// One member's history being read; dropping it lets go of everything held.
 #[cfg(feature = "redis")]
 pub(crate) struct CatchUp<'a> {
     hub: &'a Hub,
@@ -104,28 +173,34 @@ pub(crate) struct CatchUp<'a> {
 #[cfg(feature = "redis")]
 impl CatchUp<'_> {
     /// Lets go of the held publications: those that `read` (an epoch and the last offset
-    /// read from it) covered are dropped, the others queued for the member. True if none
-    /// was dropped for a full buffer and none came from another epoch than the one read.
+    /// read from it) covered are dropped, the others queued for the member, and from now
+    /// on the live copies of what `read` covered are dropped. True if none was dropped
+    /// for a full buffer and none came from another epoch than the one read.
     pub(crate) fn finish(mut self, read: Option<(&str, u64)>) -> bool {
         self.done = true;
         self.release(read)
     }
 
     fn release(&self, read: Option<(&str, u64)>) -> bool {
-        let catch_ups = &self.hub.inner.history.catch_up;
-        // Live delivery locks the registry, then the buffers: the same order here, so that
-        // no publication is queued between the held ones and the end of holding.
+        // Live delivery locks the registry, then the members: the same order here, so
+        // that no publication is queued between the held ones and the end of holding.
         let registry = self.hub.read();
-        let mut buffers = catch_ups.lock();
-        let Some(buffer) = buffers.0.remove(&self.id) else {
+        let mut catching = self.hub.inner.history.catch_up.lock();
+        let Some(member) = catching.members.remove(&self.id) else {
             return true;
         };
-        catch_ups.count.fetch_sub(1, Ordering::Release);
-        let mut clean = !buffer.overflowed;
+        let Phase::Holding {
+            held, overflowed, ..
+        } = member.phase
+        else {
+            return true;
+        };
+        let mut clean = !overflowed;
+        let mut past_the_read = false;
         let handle = registry
             .handle(self.id)
-            .filter(|_| registry.is_member(self.id, &buffer.channel));
-        for publication in buffer.held {
+            .filter(|_| registry.is_member(self.id, &member.channel));
+        for publication in held {
             let position = publication.position();
             if let Some((epoch, top)) = read {
                 if position.epoch == epoch && position.offset <= top {
@@ -133,9 +208,22 @@ impl CatchUp<'_> {
                 }
                 clean &= position.epoch == epoch;
             }
+            past_the_read = true;
             if let Some(handle) = handle {
                 let _ = handle.send_publication(publication);
             }
+        }
+        if let (Some((epoch, top)), false, Some(_)) = (read, past_the_read, handle) {
+            catching.members.insert(
+                self.id,
+                CatchingUp {
+                    channel: member.channel,
+                    phase: Phase::Filtering {
+                        epoch: epoch.to_owned(),
+                        floor: top,
+                    },
+                },
+            );
         }
         clean
     }

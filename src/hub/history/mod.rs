@@ -5,7 +5,7 @@
 //! - `rules`: which channels have history, by name or by prefix.
 //! - `memory`: the in-process store, for a hub without a backplane.
 //! - `catch_up`: live publications held back for a member while its history is read from
-//!   Redis, so that none arrives before the history, twice, or not at all.
+//!   Redis, then filtered, so that none arrives before the history, twice, or not at all.
 //!
 //! # The switch from history to live
 //!
@@ -21,6 +21,9 @@
 //! stream is read: a publication stored before the read is in it, one stored after comes
 //! live (the script publishes what it stored), and the held-back ones at or below the
 //! last offset read are dropped; the rest go to the member's queue after the history.
+//! Live copies of what the read covered that arrive later still (the read and the
+//! subscription are different connections) are dropped too, until the first live one
+//! past the read.
 
 mod catch_up;
 mod memory;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use catch_up::CatchUps;
+use catch_up::Check;
 pub(crate) use memory::MemoryStore;
 pub(crate) use rules::Rules;
 
@@ -296,11 +300,14 @@ impl Hub {
         let mut delivered = 0;
         let to = super::Target::Channel(publication.channel_arc().clone());
         registry.for_each(&to, |id, handle| {
-            if let Some(held) = catching_up.as_mut().and_then(|c| c.hold(id, publication)) {
-                delivered += held as usize;
-                return;
-            }
-            delivered += handle.send_publication(publication.clone()).is_ok() as usize;
+            let check = catching_up
+                .as_mut()
+                .map_or(Check::Deliver, |c| c.check(id, publication));
+            delivered += match check {
+                Check::Deliver => handle.send_publication(publication.clone()).is_ok() as usize,
+                Check::Held => 1,
+                Check::Dropped => 0,
+            };
         });
         crate::metrics::hub_delivered(delivered);
         delivered
