@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo bench --bench load --features redis -- [--quick] [--rounds N]
-//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing]
+//!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing,
+//!                  history,history-redis]
 //!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
 //!
@@ -12,7 +13,8 @@
 //! message to 10,000 subscribers, and across nodes on Redis (feature `redis`; they need
 //! `redis-server`): deliveries per second from one node to another with 1 ms added between
 //! the nodes and Redis, and a node's CPU per delivery with interest routing against
-//! broadcast. `estuary` is the example server with every layer on
+//! broadcast; and a channel's publish rate with history on against off, in-process and
+//! on Redis. `estuary` is the example server with every layer on
 //! (`configs/full-stack.toml`), `estuary-bare` a bare `WebSocketService` on
 //! `estuary::Server`; the rest are baselines written the way their users write them.
 //!
@@ -91,7 +93,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing"
+        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,cross-node,routing,history,history-redis"
     )]
     scenarios: Vec<Scenario>,
 
@@ -116,7 +118,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
 
-    /// The Redis of `--serve estuary-node`.
+    /// The Redis of `--serve estuary-node` (without it, an in-process hub).
     #[arg(long, value_name = "URL", requires = "serve")]
     redis: Option<String>,
 
@@ -137,11 +139,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(built_in) = args.serve {
         let bind = args.bind.context("--serve needs --bind ADDR")?;
         if built_in == BuiltIn::EstuaryNode {
-            let redis = args
-                .redis
-                .as_deref()
-                .context("--serve estuary-node needs --redis URL")?;
-            return estuary_node::serve(bind, redis, args.broadcast);
+            return estuary_node::serve(bind, args.redis.as_deref(), args.broadcast);
         }
         return built_in.serve(bind);
     }

@@ -9,6 +9,7 @@ mod cross_node;
 mod echo;
 mod fan_out;
 mod handshake;
+mod history;
 mod idle;
 mod ping_pong;
 mod request_response;
@@ -27,6 +28,7 @@ pub use cross_node::CrossNodeSettings;
 pub use echo::EchoSettings;
 pub use fan_out::FanOutSettings;
 pub use handshake::HandshakeSettings;
+pub use history::HistorySettings;
 pub use idle::IdleSettings;
 pub use ping_pong::PingPongSettings;
 pub use request_response::RequestResponseSettings;
@@ -52,6 +54,7 @@ pub struct Settings {
     pub fan_out: FanOutSettings,
     pub cross_node: CrossNodeSettings,
     pub routing: RoutingSettings,
+    pub history: HistorySettings,
 }
 
 impl Settings {
@@ -72,6 +75,7 @@ impl Settings {
             fan_out: FanOutSettings::new(quick),
             cross_node: CrossNodeSettings::new(quick),
             routing: RoutingSettings::new(quick),
+            history: HistorySettings::new(quick),
         })
     }
 
@@ -89,6 +93,7 @@ impl Settings {
             fan_out: FanOutSettings::smoke(),
             cross_node: CrossNodeSettings::smoke(),
             routing: RoutingSettings::smoke(),
+            history: HistorySettings::smoke(),
         }
     }
 }
@@ -152,11 +157,15 @@ pub enum Scenario {
     /// A node in 1 of 10 busy channels: CPU per delivered message, interest routing
     /// against broadcast (needs the `redis` feature).
     Routing,
+    /// A channel's publish rate to its members with history on against off, in-process.
+    History,
+    /// The same on two nodes on Redis (needs the `redis` feature).
+    HistoryRedis,
 }
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Echo,
         Scenario::PingPong,
         Scenario::RequestResponse,
@@ -165,6 +174,8 @@ impl Scenario {
         Scenario::FanOut,
         Scenario::CrossNode,
         Scenario::Routing,
+        Scenario::History,
+        Scenario::HistoryRedis,
     ];
 
     /// The scenario's name in progress messages and the JSON.
@@ -178,6 +189,8 @@ impl Scenario {
             Scenario::FanOut => "fan-out",
             Scenario::CrossNode => "cross-node throughput",
             Scenario::Routing => "interest routing",
+            Scenario::History => "channel history",
+            Scenario::HistoryRedis => "channel history on redis",
         }
     }
 
@@ -192,6 +205,8 @@ impl Scenario {
             Scenario::FanOut => fan_out::METRICS,
             Scenario::CrossNode => cross_node::METRICS,
             Scenario::Routing => routing::METRICS,
+            Scenario::History => history::IN_PROCESS_METRICS,
+            Scenario::HistoryRedis => history::REDIS_METRICS,
         }
     }
 
@@ -202,16 +217,20 @@ impl Scenario {
     pub fn runs_on(self, server: ServerKind) -> bool {
         match self {
             Scenario::FanOut => server.fan_out_route().is_some(),
-            Scenario::CrossNode | Scenario::Routing => {
+            Scenario::CrossNode | Scenario::Routing | Scenario::HistoryRedis => {
                 server == ServerKind::EstuaryBare && cfg!(feature = "redis")
             }
+            Scenario::History => server == ServerKind::EstuaryBare,
             _ => true,
         }
     }
 
     /// Whether the scenario needs the `redis` feature, which this build lacks.
     pub fn needs_redis_feature(self) -> bool {
-        matches!(self, Scenario::CrossNode | Scenario::Routing) && !cfg!(feature = "redis")
+        matches!(
+            self,
+            Scenario::CrossNode | Scenario::Routing | Scenario::HistoryRedis
+        ) && !cfg!(feature = "redis")
     }
 
     /// How many times a round runs the scenario against each server, the servers taking
@@ -244,6 +263,8 @@ impl Scenario {
                 Scenario::FanOut => fan_out::run(target, &settings.fan_out).await,
                 Scenario::CrossNode => cross_node::run(target, &settings.cross_node).await,
                 Scenario::Routing => routing::run(target, &settings.routing).await,
+                Scenario::History => history::run_in_process(target, &settings.history).await,
+                Scenario::HistoryRedis => history::run_on_redis(target, &settings.history).await,
             }
         };
         timeout(limit, run)
@@ -274,6 +295,7 @@ impl Scenario {
                 let routing = &settings.routing;
                 setup + 2 * (routing.warmup + routing.window) + Duration::from_secs(60)
             }
+            Scenario::History | Scenario::HistoryRedis => setup * 2 + Duration::from_secs(120),
         }
     }
 }
