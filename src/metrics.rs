@@ -14,7 +14,7 @@
 //! | `estuary_backplane_delivered_total`, `estuary_backplane_unneeded_total` | counter | |
 //! | `estuary_backplane_echoes_total`, `estuary_backplane_malformed_total` | counter | |
 //! | `estuary_backplane_dropped_total` | counter | `reason`: deadline, outbox_full, failed, late |
-//! | `estuary_backplane_presence_resyncs_total` | counter | |
+//! | `estuary_backplane_presence_resyncs_total`, `estuary_backplane_refilled_total` | counter | |
 //! | `estuary_backplane_subscriptions` | gauge | |
 //! | `estuary_history_stored_total` | counter | |
 //! | `estuary_history_recoveries_total` | counter | `outcome`: complete, incomplete |
@@ -24,7 +24,8 @@
 //! published, received from Redis (its own echoes included), delivered to a local session,
 //! received with no local recipient (routing waste: zero with interest routing), got back
 //! as its own echo, dropped (past the deadline in the outbox, outbox full, failed in Redis,
-//! or arrived late), and full presence rewrites; they are added once a second, as
+//! or arrived late), publications of channels with history it missed live and read from
+//! their streams instead (refilled), and full presence rewrites; they are added once a second, as
 //! `Hub::backplane_stats` has them.
 //!
 //! Channel history's count publications stored in a channel's stream (on Redis, by the
@@ -227,6 +228,11 @@ pub(crate) fn backplane(before: &crate::hub::BackplaneStats, now: &crate::hub::B
             "estuary_backplane_malformed_total",
             before.malformed,
             now.malformed,
+        );
+        add(
+            "estuary_backplane_refilled_total",
+            before.refilled,
+            now.refilled,
         );
         add(
             "estuary_backplane_presence_resyncs_total",

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use estuary::{
-    Conn, Handler, History, Hub, HubBuilder, Message, Publication, Server, Target,
-    WebSocketService,
+    Conn, Handler, History, Hub, HubBuilder, Message, Publication, Server, Target, WebSocketService,
 };
 
 #[derive(Clone)]
@@ -94,5 +93,7 @@ async fn on_redis(url: &str, broadcast: bool) -> anyhow::Result<Hub> {
 /// Without the `redis` feature there is no backplane to serve on.
 #[cfg(not(feature = "redis"))]
 async fn on_redis(_url: &str, _broadcast: bool) -> anyhow::Result<Hub> {
-    anyhow::bail!("estuary-node on Redis needs the redis feature: cargo bench --bench load --features redis")
+    anyhow::bail!(
+        "estuary-node on Redis needs the redis feature: cargo bench --bench load --features redis"
+    )
 }

@@ -142,10 +142,7 @@ pub async fn run_in_process(
 }
 
 /// Two nodes on one Redis, the publisher on the first.
-pub async fn run_on_redis(
-    _target: &Target,
-    settings: &HistorySettings,
-) -> anyhow::Result<Outcome> {
+pub async fn run_on_redis(_target: &Target, settings: &HistorySettings) -> anyhow::Result<Outcome> {
     let redis = RedisProcess::start()?;
     let url = format!("redis://{}/", redis.addr);
     let node_a = NodeProcess::start(&url, false, cpu::SERVER_CPU)?;
@@ -220,9 +217,15 @@ async fn rate(
         .await
         .context("opening the publisher")?;
     let frame = text_frame(&format!("{channel} {}", "h".repeat(settings.payload_len)));
-    pump(&mut sender, &read, &frame, settings.warmup_messages, settings)
-        .await
-        .context("warming up")?;
+    pump(
+        &mut sender,
+        &read,
+        &frame,
+        settings.warmup_messages,
+        settings,
+    )
+    .await
+    .context("warming up")?;
     let started = Instant::now();
     pump(&mut sender, &read, &frame, settings.messages, settings).await?;
     let took = started.elapsed();
@@ -249,7 +252,11 @@ impl Reads {
     }
 }
 
-async fn read_into(mut connection: Connection, reads: Arc<Reads>, member: usize) -> anyhow::Result<()> {
+async fn read_into(
+    mut connection: Connection,
+    reads: Arc<Reads>,
+    member: usize,
+) -> anyhow::Result<()> {
     loop {
         let arrived = connection.recv(Duration::from_secs(60)).await?;
         reads.counts[member].fetch_add(arrived, Ordering::Relaxed);
@@ -279,7 +286,9 @@ async fn pump(
             return Ok(());
         }
         while sent < messages && sent - read < settings.window {
-            let n = (messages - sent).min(settings.window - (sent - read)).min(256);
+            let n = (messages - sent)
+                .min(settings.window - (sent - read))
+                .min(256);
             sender.send(&burst[..n * frame.len()]).await?;
             sent += n;
         }

@@ -13,10 +13,13 @@
 //!   listed across nodes.
 //! - `stream`: channel history on Redis Streams, written by the outbox in the same step
 //!   as its publish, and read for joins with a position.
+//! - `feeds`: each history channel's live feed on this node, which reads from the stream
+//!   what the node missed while its subscription was cut.
 //!
 //! The guarantees are written out on [`RedisConfig`].
 
 mod envelope;
+mod feeds;
 mod link;
 mod outbox;
 mod presence;
@@ -257,6 +260,9 @@ pub struct BackplaneStats {
     pub stale: u64,
     /// Received messages that were not deliveries (wrong version, corrupt).
     pub malformed: u64,
+    /// Publications of channels with history that this node missed live (its
+    /// subscription was cut) and read from the channel's stream instead, for its members.
+    pub refilled: u64,
     /// Times this node wrote all its presence again.
     pub presence_resyncs: u64,
     /// Routes this node is subscribed to now.
@@ -277,6 +283,7 @@ struct Counters {
     echoes: AtomicU64,
     stale: AtomicU64,
     malformed: AtomicU64,
+    refilled: AtomicU64,
     presence_resyncs: AtomicU64,
     subscriptions: AtomicU64,
 }
@@ -301,6 +308,7 @@ impl Counters {
             echoes: get(&self.echoes),
             stale: get(&self.stale),
             malformed: get(&self.malformed),
+            refilled: get(&self.refilled),
             presence_resyncs: get(&self.presence_resyncs),
             subscriptions: get(&self.subscriptions),
         }
@@ -416,6 +424,7 @@ struct Shared {
     presence: Presence,
     /// Channel history's counters, the hub's.
     history: Arc<HistoryCounters>,
+    feeds: feeds::Feeds,
     /// The connection for presence and queries.
     commands: SharedLink,
     cancel: CancellationToken,
@@ -456,6 +465,11 @@ impl Backplane {
 
     /// Routes this node now wants, or no longer wants.
     pub(crate) fn routes_changed(&self, changes: &[RouteChange]) {
+        for change in changes {
+            if change.kind == RouteKind::Channel && !change.wanted {
+                self.shared.feeds.forget(change.name.clone());
+            }
+        }
         if self.shared.routing == Routing::Broadcast {
             return;
         }
@@ -552,6 +566,7 @@ impl HubBuilder {
             interest: Interest::new(),
             presence: Presence::new(),
             history: inner.history.counters.clone(),
+            feeds: feeds::Feeds::new(),
             commands,
             cancel: CancellationToken::new(),
         });

@@ -12,7 +12,7 @@
 //! still holds of the last batch when it wakes up is dropped by the receivers, which
 //! check each delivery's age.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -58,16 +58,11 @@ impl Outgoing {
         self.route.len() + self.envelope.len() + append + ENTRY_OVERHEAD
     }
 
-    /// The command that publishes it: a publication with history by the script's SHA1.
+    /// The command that publishes a delivery without history.
     fn command(&self, publish: &str) -> Keyed {
-        match &self.append {
-            Some(append) => append.command(&self.route, &self.envelope, publish),
-            None => {
-                let mut cmd = redis::cmd(publish);
-                cmd.arg(&self.route).arg(self.envelope.as_ref());
-                Keyed::new(self.route.as_str(), &mut cmd)
-            }
-        }
+        let mut cmd = redis::cmd(publish);
+        cmd.arg(&self.route).arg(self.envelope.as_ref());
+        Keyed::new(self.route.as_str(), &mut cmd)
     }
 }
 
@@ -174,30 +169,82 @@ pub(super) async fn connect(shared: &Shared) -> Result<Link, RedisError> {
     shared.connector.connect(shared.deadline, None).await
 }
 
-/// The commands that publish `batch`, in order, and for each the item it publishes
-/// (`None` for a script load). The stream script goes by its SHA1, after a `SCRIPT LOAD`
-/// of its body in the same pipeline (one per shard on a cluster): Redis runs the load
-/// first, so that the script is known to a new or restarted Redis without a failed
-/// round trip, and the batch's publications keep their order. One load per batch, not
-/// one body per publication.
+/// The most publications one call of the stream script takes, so that no call holds Redis
+/// for long.
+const MAX_PER_APPEND: usize = 512;
+
+/// What one command of a batch does.
+enum Planned {
+    /// Loads the stream script on the server of this key.
+    Load(usize),
+    /// Publishes this item.
+    Plain(usize),
+    /// Appends these items (all to one channel) and publishes them, in order.
+    Append(Vec<usize>),
+}
+
+/// The commands that publish `batch`, and for each the items it publishes (none for a
+/// script load). Every channel's publications with history go in one call of the stream
+/// script (at most [`MAX_PER_APPEND`]), at the place of the first: each channel keeps its
+/// order, and the script's own cost is paid once per channel and batch, not per
+/// publication. The script goes by its SHA1, after a `SCRIPT LOAD` of its body in the same
+/// pipeline (one per shard on a cluster): Redis runs the load first, so that a new or
+/// restarted Redis knows the script without a failed round trip.
 fn commands_for(
     batch: &VecDeque<Outgoing>,
     publish: &str,
     cluster: bool,
-) -> (Vec<Keyed>, Vec<Option<usize>>) {
-    let mut commands = Vec::with_capacity(batch.len() + 1);
-    let mut owners = Vec::with_capacity(batch.len() + 1);
+) -> (Vec<Keyed>, Vec<Vec<usize>>) {
+    let mut plan: Vec<Planned> = Vec::with_capacity(batch.len() + 1);
     let mut loaded: HashSet<Slot> = HashSet::new();
+    // The open append of each channel: its index in `plan`.
+    let mut open: HashMap<&str, usize> = HashMap::new();
     for (at, item) in batch.iter().enumerate() {
-        if let Some(append) = &item.append {
-            let slot = Slot::for_key(if cluster { append.stream.as_str() } else { "" });
-            if loaded.insert(slot) {
-                commands.push(stream::load(&append.stream));
-                owners.push(None);
+        let Some(append) = &item.append else {
+            plan.push(Planned::Plain(at));
+            continue;
+        };
+        if let Some(&index) = open.get(append.stream.as_str()) {
+            if let Planned::Append(items) = &mut plan[index] {
+                if items.len() < MAX_PER_APPEND {
+                    items.push(at);
+                    continue;
+                }
             }
         }
-        commands.push(item.command(publish));
-        owners.push(Some(at));
+        let slot = Slot::for_key(if cluster { append.stream.as_str() } else { "" });
+        if loaded.insert(slot) {
+            plan.push(Planned::Load(at));
+        }
+        open.insert(append.stream.as_str(), plan.len());
+        plan.push(Planned::Append(vec![at]));
+    }
+    let mut commands = Vec::with_capacity(plan.len());
+    let mut owners = Vec::with_capacity(plan.len());
+    for planned in plan {
+        match planned {
+            Planned::Load(at) => {
+                let stream = &batch[at].append.as_ref().expect("an append").stream;
+                commands.push(stream::load(stream));
+                owners.push(Vec::new());
+            }
+            Planned::Plain(at) => {
+                commands.push(batch[at].command(publish));
+                owners.push(vec![at]);
+            }
+            Planned::Append(items) => {
+                let first = &batch[items[0]];
+                let append = first.append.as_ref().expect("an append");
+                let payloads = items.iter().map(|&at| batch[at].envelope.as_ref());
+                commands.push(stream::append_command(
+                    append,
+                    &first.route,
+                    payloads,
+                    publish,
+                ));
+                owners.push(items);
+            }
+        }
     }
     (commands, owners)
 }
@@ -240,13 +287,13 @@ pub(super) async fn publish_loop(shared: Arc<Shared>, link: Link) {
             let count = batch.len() as u64;
             let (commands, owners) = commands_for(&batch, command, shared.connector.is_cluster());
             let (all_replies, error) = connected.exec_each(commands).await;
-            // The replies of the batch's items, without those of the script loads.
-            let replies: Vec<Option<Value>> = all_replies
-                .into_iter()
-                .zip(&owners)
-                .filter(|(_, owner)| owner.is_some())
-                .map(|(reply, _)| reply)
-                .collect();
+            // Each item's reply: that of the command that published it.
+            let mut replies: Vec<Option<Value>> = vec![None; batch.len()];
+            for (reply, items) in all_replies.into_iter().zip(&owners) {
+                for &at in items {
+                    replies[at] = reply.clone();
+                }
+            }
             let ok = |reply: &Option<Value>| matches!(reply, Some(reply) if !matches!(reply, Value::ServerError(_)));
             let published = replies.iter().filter(|reply| ok(reply)).count() as u64;
             let stored = batch

@@ -182,7 +182,8 @@ impl Inbound {
     /// A publication on a channel with history, from its stream's script: delivered on
     /// every node with members, the one that published it included (its members get it
     /// only now, in the stream's order), and however late (it is in the stream: skipping
-    /// it would leave a gap its members could not see).
+    /// it would leave a gap its members could not see), through the channel's feed,
+    /// which reads first what the node missed.
     fn receive_publication(&self, target: Target, position: Position, payload: Payload) {
         let counters = &self.shared.counters;
         let (Target::Channel(channel), Payload::Frame(frame)) = (target, payload) else {
@@ -192,8 +193,18 @@ impl Inbound {
         let Some(inner) = self.hub.get().and_then(Weak::upgrade) else {
             return;
         };
+        let hub = Hub { inner };
         let publication = Publication::new(channel, position, frame, false);
-        match (Hub { inner }).deliver_publication(&publication) {
+        let delivered = match hub.inner.history.rules.find(publication.channel()).copied() {
+            Some(history) => self
+                .shared
+                .feeds
+                .receive(&self.shared, &hub, &history, publication),
+            // Another node keeps history for a channel this one does not: delivered as it
+            // comes.
+            None => hub.deliver_publication(&publication),
+        };
+        match delivered {
             0 => Counters::add(&counters.unneeded, 1),
             _ => Counters::add(&counters.delivered, 1),
         }
