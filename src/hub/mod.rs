@@ -317,6 +317,11 @@ impl Hub {
     /// With a Redis backplane it also goes to the other nodes. Sent from the
     /// application's own code, it is not checked by the [`HubPolicy`]; a target longer
     /// than the [`HubLimits`] allow (no session could be registered under it) is refused.
+    ///
+    /// To a channel with history ([`HubBuilder::history`]) it is a publication: it gets
+    /// its position and reaches the members through their handler's `on_publication`. On
+    /// Redis the local members get it, like everyone else, once Redis has given it its
+    /// position; the count is of the local members it is for.
     pub fn send(&self, to: Target, message: impl Into<Message>) -> Result<usize, HubError> {
         self.send_prepared(to, &Prepared::new(message))
     }

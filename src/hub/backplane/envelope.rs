@@ -19,6 +19,13 @@
 //! payload), and the Redis script that gives the publication its offset puts the
 //! position between them, in text, the form a script can write. A receiver rejects flags
 //! it does not know rather than misread what follows.
+//!
+//! The script publishes a batch's publications to one channel as one bundle:
+//!
+//! ```text
+//! tag      u8     0xB5 (no envelope starts so)
+//! then, for each envelope: u32 length, the envelope
+//! ```
 
 use std::sync::Arc;
 
@@ -36,6 +43,9 @@ const KNOWN_FLAGS: u8 = FLAG_POSITION;
 const KIND_TEXT: u8 = 0;
 const KIND_BINARY: u8 = 1;
 const KIND_EVENT: u8 = 2;
+
+/// The first byte of a bundle of envelopes.
+const BUNDLE: u8 = 0xB5;
 
 /// The fixed part: version, flags, node, sent_at, kind, target tag.
 const HEADER: usize = 1 + 1 + 16 + 8 + 1 + 1;
@@ -135,6 +145,27 @@ fn head(
     out
 }
 
+/// The envelopes in a message from Redis: the envelopes of a bundle, in order, or the
+/// message itself; `Err` for a bundle cut short (what came before the cut is given).
+pub(super) fn split(message: Bytes) -> (Vec<Bytes>, Result<(), &'static str>) {
+    if message.first() != Some(&BUNDLE) {
+        return (vec![message], Ok(()));
+    }
+    let mut rest = message.slice(1..);
+    let mut envelopes = Vec::new();
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return (envelopes, Err("truncated bundle"));
+        }
+        let len = rest.get_u32() as usize;
+        if rest.len() < len {
+            return (envelopes, Err("truncated bundle"));
+        }
+        envelopes.push(rest.split_to(len));
+    }
+    (envelopes, Ok(()))
+}
+
 /// Decodes what [`encode`] made; `bytes` becomes the payload without a copy.
 pub(super) fn decode(bytes: Bytes) -> Result<Envelope, &'static str> {
     let mut buf = bytes;
@@ -225,6 +256,35 @@ fn position(buf: &mut Bytes) -> Result<Position, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_splits_into_its_envelopes_in_order() {
+        let one = encode(
+            1,
+            2,
+            &Target::channel("c"),
+            &Payload::Event(Bytes::from_static(b"1")),
+        );
+        let two = encode(
+            1,
+            2,
+            &Target::channel("c"),
+            &Payload::Event(Bytes::from_static(b"22")),
+        );
+        let mut bundle = vec![BUNDLE];
+        for envelope in [&one, &two] {
+            bundle.extend_from_slice(&(envelope.len() as u32).to_be_bytes());
+            bundle.extend_from_slice(envelope);
+        }
+        let (envelopes, result) = split(Bytes::from(bundle.clone()));
+        assert_eq!(envelopes, [one.clone(), two]);
+        assert!(result.is_ok());
+        let (envelopes, result) = split(Bytes::from(bundle[..bundle.len() - 1].to_vec()));
+        assert_eq!(envelopes, [one.clone()]);
+        assert_eq!(result, Err("truncated bundle"));
+        let (alone, result) = split(one.clone());
+        assert_eq!((alone, result), (vec![one], Ok(())));
+    }
 
     #[test]
     fn a_position_written_between_head_and_payload_decodes_with_the_publication() {

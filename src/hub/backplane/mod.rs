@@ -93,6 +93,14 @@ pub enum Routing {
 ///   subscription was being set up may not. A new connection's own session and user are
 ///   subscribed before `on_open` runs. While the subscriber is cut off, a join returns at
 ///   once (at most once, as above).
+/// - **Channels with history** ([`HubBuilder::history`](crate::HubBuilder::history))
+///   keep a Redis Stream each: a publication takes its position, goes into the stream and
+///   is published in one script, so every node delivers a channel's publications in the
+///   stream's order, and the publishing node's own members get them from Redis too. A
+///   publication Redis stored is delivered however late (it has a position: skipping it
+///   would leave a gap), and one a node missed while its subscription was cut is read from
+///   the stream when the next one shows the gap. What the outbox could not hand Redis
+///   within the deadline was never stored: it reaches no one, and takes no position.
 /// - **Presence heals.** Each node keeps its members of a channel in one Redis hash that
 ///   expires unless the node refreshes it (every third of the presence TTL, default 6 s):
 ///   the members of a node that died leave presence within the TTL, with no one listing

@@ -169,9 +169,11 @@ pub(super) async fn connect(shared: &Shared) -> Result<Link, RedisError> {
     shared.connector.connect(shared.deadline, None).await
 }
 
-/// The most publications one call of the stream script takes, so that no call holds Redis
-/// for long.
+/// The most publications one call of the stream script takes, and their most bytes, so
+/// that no call holds Redis for long and no bundle comes near a subscriber's output
+/// buffer limit (32 MiB by default).
 const MAX_PER_APPEND: usize = 512;
+const MAX_APPEND_BYTES: usize = 1 << 20;
 
 /// What one command of a batch does.
 enum Planned {
@@ -185,7 +187,8 @@ enum Planned {
 
 /// The commands that publish `batch`, and for each the items it publishes (none for a
 /// script load). Every channel's publications with history go in one call of the stream
-/// script (at most [`MAX_PER_APPEND`]), at the place of the first: each channel keeps its
+/// script (at most [`MAX_PER_APPEND`] and [`MAX_APPEND_BYTES`]), at the place of the
+/// first: each channel keeps its
 /// order, and the script's own cost is paid once per channel and batch, not per
 /// publication. The script goes by its SHA1, after a `SCRIPT LOAD` of its body in the same
 /// pipeline (one per shard on a cluster): Redis runs the load first, so that a new or
@@ -197,17 +200,19 @@ fn commands_for(
 ) -> (Vec<Keyed>, Vec<Vec<usize>>) {
     let mut plan: Vec<Planned> = Vec::with_capacity(batch.len() + 1);
     let mut loaded: HashSet<Slot> = HashSet::new();
-    // The open append of each channel: its index in `plan`.
-    let mut open: HashMap<&str, usize> = HashMap::new();
+    // The open append of each channel: its index in `plan`, and its bytes.
+    let mut open: HashMap<&str, (usize, usize)> = HashMap::new();
     for (at, item) in batch.iter().enumerate() {
         let Some(append) = &item.append else {
             plan.push(Planned::Plain(at));
             continue;
         };
-        if let Some(&index) = open.get(append.stream.as_str()) {
-            if let Planned::Append(items) = &mut plan[index] {
-                if items.len() < MAX_PER_APPEND {
+        let bytes = item.envelope.len() + append.head.len();
+        if let Some((index, open_bytes)) = open.get_mut(append.stream.as_str()) {
+            if let Planned::Append(items) = &mut plan[*index] {
+                if items.len() < MAX_PER_APPEND && *open_bytes + bytes <= MAX_APPEND_BYTES {
                     items.push(at);
+                    *open_bytes += bytes;
                     continue;
                 }
             }
@@ -216,7 +221,7 @@ fn commands_for(
         if loaded.insert(slot) {
             plan.push(Planned::Load(at));
         }
-        open.insert(append.stream.as_str(), plan.len());
+        open.insert(append.stream.as_str(), (plan.len(), bytes));
         plan.push(Planned::Append(vec![at]));
     }
     let mut commands = Vec::with_capacity(plan.len());

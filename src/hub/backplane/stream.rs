@@ -31,11 +31,12 @@ use super::{envelope, wall_clock_ms, Backplane, Routing, Shared};
 use crate::protocol::Prepared;
 use crate::queue::Position;
 
-/// Appends publications to a channel's stream and publishes them, in order. KEYS: stream,
-/// position. ARGV: route, envelope head, size, ttl ms, position ttl ms, a new epoch (used
-/// if the channel has none), the publish command, then the payloads. Returns the last
-/// offset. One call takes every publication a batch has for the channel: the call's own
-/// cost, several times that of a publication, is paid once per batch.
+/// Appends publications to a channel's stream and publishes them, in order, as one
+/// bundle (see `envelope::split`). KEYS: stream, position. ARGV: route, envelope head,
+/// size, ttl ms, position ttl ms, a new epoch (used if the channel has none), the publish
+/// command, then the payloads. Returns the last offset. One call takes every publication
+/// a batch has for the channel, and one message carries them to the nodes: the costs of
+/// a call and of a message, several times a publication's, are paid once per batch.
 pub(super) const PUBLISH: &str = r#"
 local n = #ARGV - 7
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
@@ -47,14 +48,18 @@ end
 local last = redis.call('HINCRBY', KEYS[2], 'offset', n)
 local head = ARGV[2]
 local tail = string.char(#epoch) .. epoch
+local bundle = {string.char(0xB5)}
 for i = 1, n do
   local digits = string.format('%d', last - n + i)
   local envelope = head .. string.char(#digits) .. digits .. tail .. ARGV[7 + i]
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], digits .. '-0', 'e', envelope)
-  redis.call(ARGV[7], ARGV[1], envelope)
+  local len = #envelope
+  bundle[#bundle + 1] = string.char(math.floor(len / 16777216) % 256, math.floor(len / 65536) % 256, math.floor(len / 256) % 256, len % 256)
+  bundle[#bundle + 1] = envelope
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call(ARGV[7], ARGV[1], table.concat(bundle))
 return last
 "#;
 

@@ -146,14 +146,7 @@ impl Inbound {
         Counters::add(&counters.received, 1);
         let envelope = match envelope::decode(bytes) {
             Ok(envelope) => envelope,
-            Err(why) => {
-                Counters::add(&counters.malformed, 1);
-                let mut throttle = self.malformed.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(unlogged) = throttle.ready() {
-                    tracing::warn!(why, unlogged, "ignoring a malformed backplane message");
-                }
-                return;
-            }
+            Err(why) => return self.note_malformed(why),
         };
         if let Some(position) = envelope.position {
             return self.receive_publication(envelope.target, position, envelope.payload);
@@ -179,6 +172,15 @@ impl Inbound {
 }
 
 impl Inbound {
+    /// Counts and logs (at most every 10 s) a message that is not a delivery.
+    fn note_malformed(&self, why: &'static str) {
+        Counters::add(&self.shared.counters.malformed, 1);
+        let mut throttle = self.malformed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(unlogged) = throttle.ready() {
+            tracing::warn!(why, unlogged, "ignoring a malformed backplane message");
+        }
+    }
+
     /// A publication on a channel with history, from its stream's script: delivered on
     /// every node with members, the one that published it included (its members get it
     /// only now, in the stream's order), and however late (it is in the stream: skipping
@@ -217,7 +219,13 @@ impl PushHandler for Inbound {
             PushKind::Message | PushKind::SMessage => {
                 // [channel, payload]
                 if let Some(Value::BulkString(payload)) = info.data.into_iter().nth(1) {
-                    self.receive(Bytes::from(payload));
+                    let (envelopes, whole) = envelope::split(Bytes::from(payload));
+                    for envelope in envelopes {
+                        self.receive(envelope);
+                    }
+                    if let Err(why) = whole {
+                        self.note_malformed(why);
+                    }
                 }
             }
             PushKind::Disconnection => self.disconnected.notify_one(),
