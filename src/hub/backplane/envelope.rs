@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(envelopes, [one.clone(), two]);
         assert!(result.is_ok());
         let (envelopes, result) = split(Bytes::from(bundle[..bundle.len() - 1].to_vec()));
-        assert_eq!(envelopes, [one.clone()]);
+        assert_eq!(envelopes, std::slice::from_ref(&one));
         assert_eq!(result, Err("truncated bundle"));
         let (alone, result) = split(one.clone());
         assert_eq!((alone, result), (vec![one], Ok(())));

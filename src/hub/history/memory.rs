@@ -269,3 +269,77 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::protocol::Message;
+
+    fn joined(channel: &str) -> impl FnOnce() -> Result<Joined, HubError> + '_ {
+        move || {
+            Ok(Joined::Now {
+                channel: Arc::from(channel),
+                first: true,
+            })
+        }
+    }
+
+    #[test]
+    fn a_stream_keeps_its_last_publications_and_offsets_count_on() {
+        let store = MemoryStore::default();
+        let history = History::new(3, Duration::from_secs(60));
+        let channel: Arc<str> = Arc::from("c");
+        let mut positions = Vec::new();
+        for i in 0..10 {
+            let frame = Prepared::new(Message::text(i.to_string()));
+            store.publish(&channel, &history, &frame, |p| {
+                positions.push(p.position().clone());
+                1
+            });
+        }
+        let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, (1..=10).collect::<Vec<_>>());
+        let found = store
+            .join("c", &history, Some(&positions[0]), joined("c"))
+            .unwrap()
+            .unwrap();
+        let kept: Vec<u64> = found.entries.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(kept, [8, 9, 10]);
+        assert!(!found.complete(Some(&positions[0])));
+        assert!(
+            found.complete(Some(&positions[6])),
+            "7 saw everything up to 8"
+        );
+    }
+
+    #[test]
+    fn the_store_stays_within_its_bytes_by_forgetting_the_least_recently_published() {
+        let max = 64 << 10;
+        let store = MemoryStore::new(max);
+        let history = History::new(10, Duration::from_secs(60));
+        let frame = Prepared::new(Message::text("x".repeat(1000)));
+        let mut first = None;
+        for i in 0..500 {
+            let channel: Arc<str> = Arc::from(format!("c{i}"));
+            store.publish(&channel, &history, &frame, |p| {
+                first.get_or_insert_with(|| p.position().clone());
+                1
+            });
+            assert!(store.bytes() <= max, "{} bytes after {i}", store.bytes());
+        }
+        let first = first.unwrap();
+        let found = store
+            .join("c0", &history, Some(&first), joined("c0"))
+            .unwrap()
+            .unwrap();
+        assert_ne!(found.epoch, first.epoch, "c0 was forgotten: a new stream");
+        assert!(!found.complete(Some(&first)));
+        let recent = store
+            .join("c499", &history, None, joined("c499"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(recent.top, 1, "the newest stream is kept");
+    }
+}
