@@ -154,6 +154,12 @@ impl Conn {
     /// position to start from next time. A member already, or a channel without history,
     /// recovers nothing.
     ///
+    /// The publications go into the connection's write buffer at once: a history bigger
+    /// than the connection's queue bound
+    /// ([`WebSocketConfig::max_queued_bytes`](crate::WebSocketConfig::max_queued_bytes))
+    /// meets the slow-consumer policy, as any burst would. Keep the history's size within
+    /// it.
+    ///
     /// ```
     /// use estuary::{Conn, Handler, Message, Position};
     ///

@@ -545,7 +545,7 @@ impl Hub {
         let Some((channel, last)) = registry.leave(id, channel) else {
             return false;
         };
-        self.inner.history.catch_up.forget(id);
+        self.inner.history.catch_up.forget(id, Some(&channel));
         self.presence_left(id, &channel, last);
         if last {
             self.routes_changed(&[RouteChange {
@@ -686,7 +686,7 @@ impl HubRegistration {
 impl Drop for HubRegistration {
     fn drop(&mut self) {
         let mut registry = self.hub.write();
-        self.hub.inner.history.catch_up.forget(self.id);
+        self.hub.inner.history.catch_up.forget(self.id, None);
         if let Some(removed) = registry.remove(self.id) {
             for (channel, last) in &removed.channels {
                 self.hub.presence_left(self.id, channel, *last);

@@ -348,6 +348,12 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// How many local members a channel has.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn member_count(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, HashMap::len)
+    }
+
     /// Whether a channel has a local member.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn has_channel(&self, channel: &str) -> bool {

@@ -34,11 +34,11 @@ pub(crate) struct CatchUps {
     /// How many members are catching up: live delivery looks at the map only when some
     /// are. Kept equal to the map's length, under its lock.
     count: AtomicUsize,
-    members: Mutex<HashMap<ConnId, CatchingUp>>,
+    members: Mutex<HashMap<ConnId, Vec<CatchingUp>>>,
 }
 
-/// A connection catches up on one channel at a time (`Conn::join_since` takes the
-/// connection mutably).
+/// A connection catching up on a channel. It reads one channel's history at a time
+/// (`Conn::join_since` takes the connection mutably), and may be filtering others'.
 struct CatchingUp {
     channel: Arc<str>,
     phase: Phase,
@@ -69,20 +69,23 @@ pub(crate) enum Check {
 
 /// The catching-up members, locked, for live delivery.
 pub(crate) struct Catching<'a> {
-    members: MutexGuard<'a, HashMap<ConnId, CatchingUp>>,
+    members: MutexGuard<'a, HashMap<ConnId, Vec<CatchingUp>>>,
     count: &'a AtomicUsize,
 }
 
 impl Catching<'_> {
     /// What to do with `publication` for member `id`.
     pub(crate) fn check(&mut self, id: ConnId, publication: &Publication) -> Check {
-        let Some(member) = self.members.get_mut(&id) else {
+        let Some(channels) = self.members.get_mut(&id) else {
             return Check::Deliver;
         };
-        if *member.channel != *publication.channel() {
+        let Some(at) = channels
+            .iter()
+            .position(|c| *c.channel == *publication.channel())
+        else {
             return Check::Deliver;
-        }
-        match &mut member.phase {
+        };
+        match &mut channels[at].phase {
             Phase::Holding {
                 held,
                 max,
@@ -101,16 +104,46 @@ impl Catching<'_> {
                     return Check::Dropped;
                 }
                 // Past what the history covered: nothing older can follow.
-                self.members.remove(&id);
+                self.remove(id, Some(publication.channel()));
                 Check::Deliver
             }
         }
+    }
+
+    /// Takes out `id`'s catching up on `channel` (on every channel, for `None`).
+    fn remove(&mut self, id: ConnId, channel: Option<&str>) -> Option<CatchingUp> {
+        let channels = self.members.get_mut(&id)?;
+        let taken = match channel {
+            Some(channel) => {
+                let at = channels.iter().position(|c| *c.channel == *channel)?;
+                Some(channels.swap_remove(at))
+            }
+            None => {
+                channels.clear();
+                None
+            }
+        };
+        if channels.is_empty() {
+            self.members.remove(&id);
+        }
+        taken
+    }
+
+    /// Starts `id`'s catching up on a channel, in place of any it had there.
+    fn insert(&mut self, id: ConnId, member: CatchingUp) {
+        let _ = self.remove(id, Some(&member.channel));
+        self.members.entry(id).or_default().push(member);
+    }
+
+    fn len(&self) -> usize {
+        self.members.values().map(Vec::len).sum()
     }
 }
 
 impl Drop for Catching<'_> {
     fn drop(&mut self) {
-        self.count.store(self.members.len(), Ordering::Release);
+        let len = self.len();
+        self.count.store(len, Ordering::Release);
     }
 }
 
@@ -120,10 +153,11 @@ impl CatchUps {
         (self.count.load(Ordering::Acquire) > 0).then(|| self.lock())
     }
 
-    /// Forgets `id`, which left the channel or closed.
-    pub(crate) fn forget(&self, id: ConnId) {
+    /// Forgets `id`'s catching up on `channel`, which it left (on every channel, for
+    /// `None`: it closed).
+    pub(crate) fn forget(&self, id: ConnId, channel: Option<&str>) {
         if self.count.load(Ordering::Acquire) > 0 {
-            self.lock().members.remove(&id);
+            self.lock().remove(id, channel);
         }
     }
 
@@ -145,10 +179,11 @@ impl CatchUps {
                 overflowed: false,
             },
         };
-        self.lock().members.insert(id, member);
+        self.lock().insert(id, member);
         CatchUp {
             hub,
             id,
+            channel: Arc::from(channel),
             done: false,
         }
     }
@@ -167,6 +202,7 @@ impl CatchUps {
 pub(crate) struct CatchUp<'a> {
     hub: &'a Hub,
     id: ConnId,
+    channel: Arc<str>,
     done: bool,
 }
 
@@ -186,7 +222,7 @@ impl CatchUp<'_> {
         // that no publication is queued between the held ones and the end of holding.
         let registry = self.hub.read();
         let mut catching = self.hub.inner.history.catch_up.lock();
-        let Some(member) = catching.members.remove(&self.id) else {
+        let Some(member) = catching.remove(self.id, Some(&self.channel)) else {
             return true;
         };
         let Phase::Holding {
@@ -214,7 +250,7 @@ impl CatchUp<'_> {
             }
         }
         if let (Some((epoch, top)), false, Some(_)) = (read, past_the_read, handle) {
-            catching.members.insert(
+            catching.insert(
                 self.id,
                 CatchingUp {
                     channel: member.channel,

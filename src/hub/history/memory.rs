@@ -179,14 +179,20 @@ impl MemoryStore {
         since: Option<&Position>,
         add: impl FnOnce() -> Result<Joined, HubError>,
     ) -> Result<Option<Found>, HubError> {
-        self.with_stream(channel, |stream| {
+        let found = self.with_stream(channel, |stream| {
             let freed = stream.expire(Instant::now(), history);
             self.bytes.fetch_sub(freed, Ordering::Relaxed);
             match add()? {
                 Joined::Already => Ok(None),
                 Joined::Now { .. } => Ok(Some(stream.find(since))),
             }
-        })
+        });
+        // A join makes the stream of a channel that has none: joins count against the
+        // bound as publications do.
+        if self.bytes.load(Ordering::Relaxed) > self.max_bytes {
+            self.evict();
+        }
+        found
     }
 
     /// The bytes every stream holds together.

@@ -278,7 +278,7 @@ impl Hub {
         #[cfg(feature = "redis")]
         if let Some(backplane) = &self.inner.backplane {
             backplane.publish_positioned(channel, history, frame);
-            return self.read().members_of(channel).len();
+            return self.read().member_count(channel);
         }
         let history_ = &self.inner.history;
         let delivered = history_
