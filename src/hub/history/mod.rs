@@ -280,13 +280,13 @@ impl Hub {
             backplane.publish_positioned(channel, history, frame);
             return self.read().member_count(channel);
         }
-        let history_ = &self.inner.history;
-        let delivered = history_
+        let histories = &self.inner.history;
+        let delivered = histories
             .memory
             .publish(channel, history, frame, |publication| {
                 self.deliver_publication(publication)
             });
-        history_.counters.stored(1);
+        histories.counters.stored(1);
         delivered
     }
 
