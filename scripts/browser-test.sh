@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The chat demo in a real browser: Debian's Chromium, driven by playwright-core,
 # opens the example server's chat page twice and checks that a message typed in one
-# page appears in the other; then a page served from another port tries to open the
-# chat socket and must be refused with 403 (the default config allows only the
-# server's own pages), while the server's own page opens it. Installs chromium and
-# playwright-core when missing.
+# page appears in the other; then that a page whose socket dropped shows the lines said
+# meanwhile once it reconnects, marked as recovered (the server keeps history in every
+# channel); then a page served from another port tries to open the chat socket and must
+# be refused with 403 (the default config allows only the server's own pages), while the
+# server's own page opens it. Installs chromium and playwright-core when missing.
 #
-# Screenshot: target/browser/chat.png
+# Screenshots: target/browser/chat.png, target/browser/recovery.png
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,6 +17,7 @@ readonly SERVER_LOG=$WORK_DIR/server.log
 readonly TLS_SERVER_LOG=$WORK_DIR/tls-server.log
 readonly PKI_DIR=$WORK_DIR/pki
 readonly NSS_HOME=$WORK_DIR/nss-home
+readonly SERVER_CONFIG=$WORK_DIR/server.toml
 readonly PLAYWRIGHT_VERSION=1
 
 server_pid=
@@ -45,7 +47,15 @@ info "building the example server (release, with TLS)"
 cargo build --release --features tls --example server \
     || die "cargo build --release --features tls --example server failed"
 port=$(free_port) || die "could not find a free port on 127.0.0.1"
-"$(cargo_target_dir)/release/examples/server" --bind "127.0.0.1:$port" >"$SERVER_LOG" 2>&1 </dev/null &
+# The defaults, and history in every channel, so that the chat page recovers what it
+# missed.
+cat >"$SERVER_CONFIG" <<'TOML'
+[hub.channels."*"]
+history_size = 100
+history_ttl = "10m"
+TOML
+"$(cargo_target_dir)/release/examples/server" --config "$SERVER_CONFIG" --bind "127.0.0.1:$port" \
+    >"$SERVER_LOG" 2>&1 </dev/null &
 server_pid=$!
 if ! wait_for_port 127.0.0.1 "$port" 30 "$server_pid"; then
     tail -n 40 "$SERVER_LOG" || true
@@ -54,10 +64,12 @@ fi
 
 # ES modules resolve packages next to the importing file, so run a copy from beside
 # node_modules.
-cp tests/browser/launch.mjs tests/browser/chat.mjs tests/browser/origin.mjs \
-    tests/browser/http2.mjs "$WORK_DIR/"
+cp tests/browser/launch.mjs tests/browser/chat.mjs tests/browser/recovery.mjs \
+    tests/browser/origin.mjs tests/browser/http2.mjs "$WORK_DIR/"
 timeout 120 node "$WORK_DIR/chat.mjs" "http://127.0.0.1:$port/" "$WORK_DIR/chat.png" \
     || die "the chat browser test failed (server log: $SERVER_LOG)"
+timeout 120 node "$WORK_DIR/recovery.mjs" "http://127.0.0.1:$port/" "$WORK_DIR/recovery.png" \
+    || die "the recovery browser test failed (server log: $SERVER_LOG)"
 timeout 120 node "$WORK_DIR/origin.mjs" "http://127.0.0.1:$port/" \
     || die "the origin browser test failed (server log: $SERVER_LOG)"
 # The server's side of it: the refusal is in its log, with its status.

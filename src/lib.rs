@@ -64,13 +64,14 @@ pub use handler::{handler_fn, Conn, Handler, HandlerFn};
 #[cfg(feature = "redis")]
 pub use hub::{BackplaneStats, RedisConfig, Routing};
 pub use hub::{
-    Caller, Hub, HubBuilder, HubError, HubLimits, HubPolicy, HubStats, Member, Refused, Target,
+    Caller, History, HistoryStats, Hub, HubBuilder, HubError, HubLimits, HubPolicy, HubStats,
+    Member, Recovery, Refused, Target,
 };
 pub use protocol::{
     close_code, CloseError, CloseReason, Codec, DecodeError, DecodeErrorKind, DeflateConfig,
     DeflateMode, EncodeError, Message, Prepared, ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,
 };
-pub use queue::{Event, SendError, SessionHandle, SlowConsumerPolicy};
+pub use queue::{Event, Position, Publication, SendError, SessionHandle, SlowConsumerPolicy};
 pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
 #[cfg(feature = "tls")]
 pub use server::{tls_from_pem, TlsError, TlsFile};

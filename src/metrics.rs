@@ -14,16 +14,23 @@
 //! | `estuary_backplane_delivered_total`, `estuary_backplane_unneeded_total` | counter | |
 //! | `estuary_backplane_echoes_total`, `estuary_backplane_malformed_total` | counter | |
 //! | `estuary_backplane_dropped_total` | counter | `reason`: deadline, outbox_full, failed, late |
-//! | `estuary_backplane_presence_resyncs_total` | counter | |
+//! | `estuary_backplane_presence_resyncs_total`, `estuary_backplane_refilled_total` | counter | |
 //! | `estuary_backplane_subscriptions` | gauge | |
+//! | `estuary_history_stored_total` | counter | |
+//! | `estuary_history_recoveries_total` | counter | `outcome`: complete, incomplete |
 //! | `estuary_handler_panics_total` | counter | |
 //!
 //! The backplane's (feature `redis`, one set per node) count deliveries this node
 //! published, received from Redis (its own echoes included), delivered to a local session,
 //! received with no local recipient (routing waste: zero with interest routing), got back
 //! as its own echo, dropped (past the deadline in the outbox, outbox full, failed in Redis,
-//! or arrived late), and full presence rewrites; they are added once a second, as
+//! or arrived late), publications of channels with history it missed live and read from
+//! their streams instead (refilled), and full presence rewrites; they are added once a second, as
 //! `Hub::backplane_stats` has them.
+//!
+//! Channel history's count publications stored in a channel's stream (on Redis, by the
+//! node that published them, once Redis took them), and joins with a position by whether
+//! they got everything the client missed (`Hub::history_stats` has the same).
 //!
 //! Message and byte counts are kept per connection and added to these counters at most
 //! every second while it is busy (at once after a quiet spell, and when it closes), so a
@@ -168,6 +175,25 @@ pub(crate) fn hub_delivered(count: usize) {
     let _ = count;
 }
 
+/// Publications stored in a channel's history.
+pub(crate) fn history_stored(count: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("estuary_history_stored_total").increment(count);
+    #[cfg(not(feature = "metrics"))]
+    let _ = count;
+}
+
+/// A join with a position, and whether it got everything it missed.
+pub(crate) fn history_recovery(complete: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        let outcome = if complete { "complete" } else { "incomplete" };
+        metrics::counter!("estuary_history_recoveries_total", "outcome" => outcome).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = complete;
+}
+
 /// The backplane's counts since `before`, as the `estuary_backplane_*` metrics.
 #[cfg(feature = "redis")]
 pub(crate) fn backplane(before: &crate::hub::BackplaneStats, now: &crate::hub::BackplaneStats) {
@@ -203,6 +229,11 @@ pub(crate) fn backplane(before: &crate::hub::BackplaneStats, now: &crate::hub::B
             "estuary_backplane_malformed_total",
             before.malformed,
             now.malformed,
+        );
+        add(
+            "estuary_backplane_refilled_total",
+            before.refilled,
+            now.refilled,
         );
         add(
             "estuary_backplane_presence_resyncs_total",

@@ -207,3 +207,88 @@ async fn errors_never_repeat_what_the_client_sent() {
         .to_owned();
     assert!(!reason.contains("<b>"), "{reason}");
 }
+
+/// On a channel with history, every line carries its position; a client that comes back
+/// with the last position it saw gets the lines it missed first, marked as recovered,
+/// then `joined` saying whether that was all, then live lines; a position the server
+/// cannot recover from says that some were lost.
+#[tokio::test]
+async fn a_client_that_rejoins_with_its_last_position_gets_the_lines_it_missed_marked_recovered() {
+    let config = "[hub.channels.\"*\"]\nhistory_size = 100\nhistory_ttl = \"1m\"\n\n[hub.channels.\"plain-*\"]\njoin = []";
+    let server = ExampleServer::start(config, ANY_PORT);
+    let open = || async {
+        let mut client = connect(&server.url("/ws")).await;
+        assert_eq!(next_json(&mut client).await["type"], "welcome");
+        client
+    };
+    let join = |since: serde_json::Value| {
+        command(serde_json::json!({"type": "join", "channel": "lobby", "since": since}))
+    };
+    let say =
+        |text: &str| command(serde_json::json!({"type": "say", "channel": "lobby", "text": text}));
+    let mut alice = open().await;
+    let mut bob = open().await;
+    for client in [&mut alice, &mut bob] {
+        client.send(join(serde_json::Value::Null)).await.unwrap();
+        let joined = next_json(client).await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        assert_eq!(joined["offset"], 0, "{joined}");
+        assert!(joined.get("recovered").is_none(), "nothing asked: {joined}");
+    }
+    alice.send(say("seen by bob")).await.unwrap();
+    let seen = next_json(&mut bob).await;
+    assert_eq!(
+        (seen["type"].as_str(), seen["offset"].as_u64()),
+        (Some("message"), Some(1))
+    );
+    assert!(seen.get("recovered").is_none(), "live: {seen}");
+    let epoch = seen["epoch"].as_str().unwrap().to_owned();
+    drop(bob);
+
+    // Bob's socket is gone; wait until alice's next line is said without him.
+    for i in 0..3 {
+        alice.send(say(&format!("missed {i}"))).await.unwrap();
+    }
+    for _ in 0..4 {
+        assert_eq!(next_json(&mut alice).await["type"], "message");
+    }
+    let mut bob = open().await;
+    bob.send(join(serde_json::json!({"offset": 1, "epoch": epoch})))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let line = next_json(&mut bob).await;
+        assert_eq!(line["text"], format!("missed {i}"), "{line}");
+        assert_eq!(line["offset"], i + 2, "{line}");
+        assert_eq!(line["recovered"], true, "{line}");
+    }
+    let joined = next_json(&mut bob).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(
+        (joined["recovered"].as_bool(), joined["missed"].as_u64()),
+        (Some(true), Some(3))
+    );
+    assert_eq!(joined["offset"], 4);
+    alice.send(say("live again")).await.unwrap();
+    let live = next_json(&mut bob).await;
+    assert_eq!(
+        (live["text"].as_str(), live["offset"].as_u64()),
+        (Some("live again"), Some(5))
+    );
+    assert!(live.get("recovered").is_none(), "{live}");
+
+    // A position the server never gave: told that some were lost.
+    let mut carol = open().await;
+    carol
+        .send(join(
+            serde_json::json!({"offset": 3, "epoch": "not-this-one"}),
+        ))
+        .await
+        .unwrap();
+    let joined = reply(&mut carol).await;
+    assert_eq!(joined["recovered"], false, "{joined}");
+    assert_eq!(
+        joined["missed"], 5,
+        "it is sent what the channel keeps: {joined}"
+    );
+}

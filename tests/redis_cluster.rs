@@ -1,24 +1,28 @@
 //! Nodes on a real Redis Cluster of three masters, started by the test: deliveries use
 //! sharded pub/sub, so each channel's traffic stays on the shard that owns its slot, and a
 //! channel's presence keys live there too; delivery and presence come back after a
-//! master restarts.
+//! master restarts. A channel's history (its stream and position keys) lives on the same
+//! shard, written in one script with its publish, and recovers across nodes.
 
 mod common;
 
 #[path = "common/redis.rs"]
 mod redis_server;
 
+use std::time::Duration;
+
+use common::history::{historian, join, next_line};
 use common::nodes::{
     member, members_everywhere, next_after_markers, next_text, node, until_delivered,
 };
-use estuary::{Hub, RedisConfig, Target};
+use common::within;
+use estuary::{History, Hub, Position, RedisConfig, Target};
 use redis_server::RedisCluster;
 
-#[tokio::test]
-async fn channels_spread_over_the_shards_and_survive_a_master_restart() {
-    let mut cluster = RedisCluster::start(3);
-    // One channel on each master, by the slot of its hash tag.
-    let mut channels: Vec<Option<String>> = vec![None; 3];
+/// One channel on each master of `cluster`, by the slot of its hash tag: the channel on
+/// master 0 first.
+fn one_channel_per_master(cluster: &RedisCluster) -> Vec<String> {
+    let mut channels: Vec<Option<String>> = vec![None; cluster.ports.len()];
     for i in 0.. {
         let name = format!("room-{i}");
         let master = cluster.node_of(&format!("estuary:{{c:{name}}}"));
@@ -27,7 +31,13 @@ async fn channels_spread_over_the_shards_and_survive_a_master_restart() {
             break;
         }
     }
-    let channels: Vec<String> = channels.into_iter().map(Option::unwrap).collect();
+    channels.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test]
+async fn channels_spread_over_the_shards_and_survive_a_master_restart() {
+    let mut cluster = RedisCluster::start(3);
+    let channels = one_channel_per_master(&cluster);
 
     let hub = || Hub::builder().redis(RedisConfig::cluster(cluster.urls()));
     let (hub_a, hub_b) = (hub().await.unwrap(), hub().await.unwrap());
@@ -90,5 +100,63 @@ async fn channels_spread_over_the_shards_and_survive_a_master_restart() {
         members_everywhere(&hub_b, channel, 2).await;
     }
     node_a.stop().await;
+    node_b.stop().await;
+}
+
+#[tokio::test]
+async fn a_channels_history_lives_on_its_shard_and_a_member_recovers_it_on_another_node() {
+    let cluster = RedisCluster::start(3);
+    let channels = one_channel_per_master(&cluster);
+    let hub = || {
+        Hub::builder()
+            .history("room-*", History::new(100, Duration::from_secs(60)))
+            .redis(RedisConfig::cluster(cluster.urls()))
+    };
+    let (hub_a, hub_b) = (hub().await.unwrap(), hub().await.unwrap());
+    let node_b = historian(&hub_b).await;
+    for (master, channel) in channels.iter().enumerate() {
+        let (client, _, joined) = join(&node_b, channel, None).await;
+        let start = joined.position.expect("the cluster answered");
+        drop(client);
+        within("the member leaves", async {
+            while !hub_b.members(channel).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let stored = hub_a.history_stats().stored;
+        for i in 0..50 {
+            hub_a
+                .send(Target::channel(channel.as_str()), format!("{channel} {i}"))
+                .unwrap();
+        }
+        within("the shard stores them", async {
+            while hub_a.history_stats().stored < stored + 50 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let stream = format!("estuary:{{c:{channel}}}:stream");
+        for other in 0..channels.len() {
+            let kept = cluster.cli(other, &["EXISTS", &stream]);
+            assert_eq!(
+                kept.trim() == "1",
+                other == master,
+                "{stream} on master {other}"
+            );
+        }
+        let (mut client, recovered, joined) = join(&node_b, channel, Some(&start)).await;
+        assert!(joined.complete, "{channel}: {joined:?}");
+        let texts: Vec<String> = recovered.iter().map(|l| l.text.clone()).collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("{channel} {i}")).collect();
+        assert_eq!(texts, expected);
+        hub_a
+            .send(Target::channel(channel.as_str()), "live")
+            .unwrap();
+        let live = next_line(&mut client).await;
+        assert_eq!(live.position, Position::new(51, start.epoch.clone()));
+        assert!(!live.recovered);
+        drop(client);
+    }
     node_b.stop().await;
 }

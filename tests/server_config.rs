@@ -853,7 +853,19 @@ fn every_bad_value_fails_startup_with_a_message_naming_the_key() {
         ),
         (
             "[hub.channels.lobby]\nspeak = [\"alice\"]",
-            "config: hub.channels.lobby.speak: unknown key `speak`, expected `join` or `say`",
+            "config: hub.channels.lobby.speak: unknown key `speak`, expected one of `join`, `say`, `history_size`, `history_ttl`",
+        ),
+        (
+            "[hub.channels.lobby]\nhistory_ttl = \"5m\"",
+            "config: hub.channels.\"lobby\".history_ttl: needs history_size",
+        ),
+        (
+            "[hub.channels.lobby]\nhistory_size = 0",
+            "config: hub.channels.lobby.history_size: invalid value: integer `0`",
+        ),
+        (
+            "[hub.channels.lobby]\nhistory_size = 10\nhistory_ttl = \"0s\"",
+            "config: hub.channels.lobby.history_ttl: \"0s\" is zero",
         ),
     ];
     for (toml, expected) in cases {

@@ -157,8 +157,8 @@ async fn delayed(
     tokio::join!(reader, writer);
 }
 
-/// An Estuary node (`load --serve estuary-node`) on the Redis at `redis_url`, pinned to
-/// `cpu`.
+/// An Estuary node (`load --serve estuary-node`) on the Redis at `redis_url` (or
+/// in-process), pinned to `cpu`.
 #[derive(Debug)]
 pub struct NodeProcess {
     pub addr: SocketAddr,
@@ -167,11 +167,22 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(redis_url: &str, broadcast: bool, cpu_index: usize) -> anyhow::Result<Self> {
+        Self::spawn(Some(redis_url), broadcast, cpu_index)
+    }
+
+    /// A node with an in-process hub, pinned to `cpu`.
+    pub fn in_process(cpu_index: usize) -> anyhow::Result<Self> {
+        Self::spawn(None, false, cpu_index)
+    }
+
+    fn spawn(redis_url: Option<&str>, broadcast: bool, cpu_index: usize) -> anyhow::Result<Self> {
         let addr = free_addr()?;
         let mut command = Command::new(std::env::current_exe().context("locating this binary")?);
+        command.args(["--serve", "estuary-node", "--bind", &addr.to_string()]);
+        if let Some(url) = redis_url {
+            command.args(["--redis", url]);
+        }
         command
-            .args(["--serve", "estuary-node", "--bind", &addr.to_string()])
-            .args(["--redis", redis_url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // Nothing at info level per message; a RUST_LOG=debug must not turn the

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench load --features redis -- [--quick] [--rounds N]
 //!     [--scenarios echo,ping-pong,request-response,idle,handshake,fan-out,compression,
-//!                  idle-deflate,http2,cross-node,routing]
+//!                  idle-deflate,http2,cross-node,routing,history,history-redis]
 //!     [--servers estuary,estuary-bare,fastwebsockets,tungstenite,axum]
 //! ```
 //!
@@ -15,7 +15,8 @@
 //! across nodes on Redis (feature `redis`; they need
 //! `redis-server`): deliveries per second from one node to another with 1 ms added between
 //! the nodes and Redis, and a node's CPU per delivery with interest routing against
-//! broadcast. `estuary` is the example server with every layer on
+//! broadcast; and a channel's publish rate with history on against off, in-process and
+//! on Redis. `estuary` is the example server with every layer on
 //! (`configs/full-stack.toml`), `estuary-bare` a bare `WebSocketService` on
 //! `estuary::Server`; the rest are baselines written the way their users write them.
 //!
@@ -94,7 +95,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,compression,idle-deflate,http2,cross-node,routing"
+        default_value = "echo,ping-pong,request-response,idle,handshake,fan-out,compression,idle-deflate,http2,cross-node,routing,history,history-redis"
     )]
     scenarios: Vec<Scenario>,
 
@@ -119,7 +120,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
 
-    /// The Redis of `--serve estuary-node`.
+    /// The Redis of `--serve estuary-node` (without it, an in-process hub).
     #[arg(long, value_name = "URL", requires = "serve")]
     redis: Option<String>,
 
@@ -140,11 +141,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(built_in) = args.serve {
         let bind = args.bind.context("--serve needs --bind ADDR")?;
         if built_in == BuiltIn::EstuaryNode {
-            let redis = args
-                .redis
-                .as_deref()
-                .context("--serve estuary-node needs --redis URL")?;
-            return estuary_node::serve(bind, redis, args.broadcast);
+            return estuary_node::serve(bind, args.redis.as_deref(), args.broadcast);
         }
         return built_in.serve(bind);
     }

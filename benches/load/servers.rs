@@ -119,7 +119,7 @@ pub enum BuiltIn {
     Fastwebsockets,
     Tungstenite,
     Axum,
-    /// A node on a Redis backplane, for the cross-node scenarios (`--redis URL`).
+    /// A node on a Redis backplane (`--redis URL`) or in-process, for the hub scenarios.
     EstuaryNode,
 }
 
@@ -131,7 +131,7 @@ impl BuiltIn {
             BuiltIn::Fastwebsockets => baseline_fastwebsockets::serve(addr),
             BuiltIn::Tungstenite => baseline_tungstenite::serve(addr),
             BuiltIn::Axum => baseline_axum::serve(addr),
-            BuiltIn::EstuaryNode => bail!("--serve estuary-node needs --redis URL"),
+            BuiltIn::EstuaryNode => crate::estuary_node::serve(addr, None, false),
         }
     }
 

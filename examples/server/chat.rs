@@ -4,6 +4,9 @@
 //!
 //! ```text
 //! {"type":"join","channel":"lobby"}          join a channel
+//! {"type":"join","channel":"lobby","since":{"offset":41,"epoch":"9f3c..."}}
+//!                                            join again, and get what was said after
+//!                                            the last line seen, on a channel with history
 //! {"type":"leave","channel":"lobby"}         leave it
 //! {"type":"say","channel":"lobby","text":"hi"}   to every member of a channel
 //! {"type":"whisper","user":"bob","text":"hi"}    to every session of a user
@@ -15,6 +18,14 @@
 //! reason for anything it could not do. `/ws?join=lobby` joins a channel on connect, and
 //! `?name=` sets the display name of an anonymous user.
 //!
+//! On a channel with history (`history_size` in `[hub.channels]`) every `message` also
+//! carries its position, `offset` and `epoch`; a client keeps the last it saw, and joins
+//! with it as `since` after a dropped connection or a reload. The lines it missed come
+//! first, each with `"recovered":true`, then `joined` with the channel's position
+//! (`offset`, `epoch`) and, for a join with `since`, `recovered`: true if those were all
+//! it missed, false if some were lost (older than the history, or the history itself was
+//! lost), and how many were `missed`; then live lines.
+//!
 //! What a connection may do is the hub's to bound and the [`ChatRules`]' to decide (the
 //! `[hub]` table of the config): how many channels, how long a name, who may join a
 //! channel and who may say something in it. A refusal is an `error` whose reason says
@@ -22,7 +33,10 @@
 
 use std::collections::BTreeMap;
 
-use estuary::{Caller, Conn, Handler, HubError, HubPolicy, Member, Message, Refused, Target};
+use estuary::{
+    Caller, Conn, Handler, HubError, HubPolicy, Member, Message, Position, Publication, Refused,
+    Target,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ChannelRule;
@@ -33,6 +47,9 @@ const MAX_TEXT: usize = 2000;
 /// The longest user id a whisper may go to, in bytes.
 const MAX_USER: usize = 256;
 
+/// The longest epoch a `since` may carry, in bytes (the hub's are 16).
+const MAX_EPOCH: usize = 64;
+
 /// One chat connection.
 #[derive(Clone, Default)]
 pub struct Chat {
@@ -42,11 +59,24 @@ pub struct Chat {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Command {
-    Join { channel: String },
-    Leave { channel: String },
-    Say { channel: String, text: String },
-    Whisper { user: String, text: String },
-    Members { channel: String },
+    Join {
+        channel: String,
+        since: Option<Position>,
+    },
+    Leave {
+        channel: String,
+    },
+    Say {
+        channel: String,
+        text: String,
+    },
+    Whisper {
+        user: String,
+        text: String,
+    },
+    Members {
+        channel: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -59,6 +89,17 @@ enum Event<'a> {
     },
     Joined {
         channel: &'a str,
+        /// The channel's position, on a channel with history.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        /// For a join with `since`: whether every line said after it was sent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// For a join with `since`: how many lines were sent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missed: Option<usize>,
     },
     Left {
         channel: &'a str,
@@ -91,12 +132,34 @@ impl Chat {
         Self::reply(conn, &Event::Error { reason });
     }
 
-    /// Joins `channel` and says so, or says why not.
-    async fn join(conn: &mut Conn, channel: &str) {
-        match conn.join(channel).await {
-            Ok(_) => Self::reply(conn, &Event::Joined { channel }),
-            Err(e) => Self::error(conn, &format!("cannot join: {e}")),
+    /// Joins `channel`, sends what was said after `since`, and says so; or says why not.
+    async fn join(&mut self, conn: &mut Conn, channel: &str, since: Option<Position>) {
+        if since.as_ref().is_some_and(|p| p.epoch.len() > MAX_EPOCH) {
+            return Self::error(
+                conn,
+                "cannot join: that position is not one of this server's",
+            );
         }
+        let recovery = match conn.join_since(channel, since.as_ref()).await {
+            Ok(recovery) => recovery,
+            Err(e) => return Self::error(conn, &format!("cannot join: {e}")),
+        };
+        let missed = recovery.publications.len();
+        for publication in recovery.publications {
+            self.on_publication(conn, publication);
+        }
+        let position = recovery.position.as_ref();
+        let asked = since.is_some();
+        Self::reply(
+            conn,
+            &Event::Joined {
+                channel,
+                offset: position.map(|p| p.offset),
+                epoch: position.map(|p| p.epoch.as_str()),
+                recovered: asked.then_some(recovery.complete),
+                missed: asked.then_some(missed),
+            },
+        );
     }
 
     /// Sends `event` to `to` as this connection, or says why not.
@@ -127,8 +190,14 @@ impl Handler for Chat {
             },
         );
         if let Some(channel) = join {
-            Self::join(conn, &channel).await;
+            self.join(conn, &channel, None).await;
         }
+    }
+
+    /// A line in a channel with history: with its position on the wire, formatted once
+    /// for every member on this node.
+    fn on_publication(&mut self, conn: &mut Conn, publication: Publication) {
+        let _ = conn.send_prepared(&publication.frame_with(with_position));
     }
 
     async fn on_message(&mut self, conn: &mut Conn, msg: Message) {
@@ -139,7 +208,7 @@ impl Handler for Chat {
             );
         };
         match command {
-            Command::Join { channel } => Self::join(conn, &channel).await,
+            Command::Join { channel, since } => self.join(conn, &channel, since).await,
             Command::Leave { channel } => {
                 if conn.leave(&channel) {
                     Self::reply(conn, &Event::Left { channel: &channel });
@@ -253,6 +322,31 @@ impl HubPolicy for ChatRules {
             _ => Ok(()),
         }
     }
+}
+
+/// A chat line as published (a `message` event) with its position added: `offset`,
+/// `epoch`, and `"recovered":true` when it comes from history. Anything else goes as it
+/// was published.
+fn with_position(publication: &Publication) -> Message {
+    let message = publication.message();
+    let Some(object) = message
+        .as_text()
+        .and_then(|text| text.strip_suffix('}'))
+        .filter(|body| body.starts_with('{') && body.len() > 1)
+    else {
+        return message.clone();
+    };
+    let position = publication.position();
+    let epoch = serde_json::to_string(&position.epoch).expect("a string serializes");
+    let recovered = if publication.is_recovered() {
+        ",\"recovered\":true"
+    } else {
+        ""
+    };
+    Message::text(format!(
+        "{object},\"offset\":{},\"epoch\":{epoch}{recovered}}}",
+        position.offset
+    ))
 }
 
 /// Display names: 1 to 32 letters, digits, `-`, `_` or `.`.

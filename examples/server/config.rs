@@ -253,7 +253,8 @@ pub struct Hub {
     pub max_channels_per_connection: NonZeroUsize,
     /// The longest channel name, in bytes.
     pub max_channel_length: NonZeroUsize,
-    /// `[hub.channels."name"]` or `[hub.channels."prefix*"]`: who may join, who may say.
+    /// `[hub.channels."name"]` or `[hub.channels."prefix*"]`: who may join, who may say,
+    /// what is kept for clients that reconnect.
     pub channels: BTreeMap<String, ChannelRule>,
 }
 
@@ -282,7 +283,7 @@ impl Hub {
                 "may be at most 65535 bytes",
             ));
         }
-        for pattern in self.channels.keys() {
+        for (pattern, rule) in &self.channels {
             let name = pattern.strip_suffix('*').unwrap_or(pattern);
             if name.contains('*') {
                 return Err(ConfigError::at(
@@ -290,13 +291,20 @@ impl Hub {
                     "a `*` may only end a pattern (a prefix)",
                 ));
             }
+            if rule.history_ttl.is_some() && rule.history_size.is_none() {
+                return Err(ConfigError::at(
+                    &format!("hub.channels.{pattern:?}.history_ttl"),
+                    "needs history_size: how many lines to keep",
+                ));
+            }
         }
         Ok(())
     }
 }
 
-/// `[hub.channels."pattern"]`: who may join a channel and who may say something in it;
-/// a list left out lets everyone.
+/// `[hub.channels."pattern"]`: who may join a channel and who may say something in it
+/// (a list left out lets everyone), and how much of what was said there is kept for
+/// clients that reconnect (none unless `history_size` is set).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRule {
@@ -304,6 +312,23 @@ pub struct ChannelRule {
     pub join: Option<Vec<String>>,
     /// The user ids that may say something.
     pub say: Option<Vec<String>>,
+    /// How many of the last lines said are kept, for clients that reconnect.
+    pub history_size: Option<NonZeroUsize>,
+    /// How long a kept line is kept (with `history_size`; default 10 minutes).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub history_ttl: Option<Duration>,
+}
+
+impl ChannelRule {
+    /// How long a kept line is kept when `history_ttl` is left out.
+    pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(600);
+
+    /// The history this rule keeps, if any.
+    pub fn history(&self) -> Option<estuary::History> {
+        let size = self.history_size?;
+        let ttl = self.history_ttl.unwrap_or(Self::DEFAULT_HISTORY_TTL);
+        Some(estuary::History::new(size.get(), ttl))
+    }
 }
 
 /// `[redis]`: the hub's backplane, so chat messages reach users on every node.
@@ -700,6 +725,12 @@ impl Visitor<'_> for DurationVisitor {
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let duration = deserializer.deserialize_str(DurationVisitor { infinity: false })?;
     Ok(duration.expect("without \"infinity\" a duration is finite"))
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 fn duration_or_infinity<'de, D: Deserializer<'de>>(

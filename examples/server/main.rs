@@ -110,12 +110,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hub, with the `[hub]` limits and channel rules: on Redis when `[redis]` is set
-/// (checked by `Config::parse`).
+/// The hub, with the `[hub]` limits, channel rules and histories: on Redis when `[redis]`
+/// is set (checked by `Config::parse`).
 async fn hub(config: &Config) -> anyhow::Result<estuary::Hub> {
-    let builder = estuary::Hub::builder()
+    let mut builder = estuary::Hub::builder()
         .limits(config.hub.limits())
         .policy(chat::ChatRules::new(&config.hub.channels));
+    // A rule is whole: the longest pattern that matches a channel decides its history
+    // too, so a rule without `history_size` keeps none.
+    for (pattern, rule) in &config.hub.channels {
+        builder = builder.history(pattern, rule.history());
+    }
     #[cfg(feature = "redis")]
     if let Some(redis) = &config.redis {
         let backplane = redis.backplane()?;

@@ -10,6 +10,7 @@ mod config;
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -149,7 +150,7 @@ impl<S: Io> Engine<S> {
     ) -> Ending {
         self.note_closing(conn);
         loop {
-            let event = poll_fn(|cx| self.poll_event(cx, conn, sleep.as_mut())).await;
+            let event = poll_fn(|cx| self.poll_event(cx, handler, conn, sleep.as_mut())).await;
             match event {
                 Wake::Read => {
                     if let Some(ending) = self.on_read(handler, conn).await {
@@ -170,8 +171,8 @@ impl<S: Io> Engine<S> {
                     }
                 }
                 Wake::Queued(Outbound::Close(reason)) => conn.start_close(reason),
-                Wake::Queued(Outbound::Frame(_)) => {
-                    unreachable!("frames are written in poll_event")
+                Wake::Queued(Outbound::Frame(_) | Outbound::Publication(_)) => {
+                    unreachable!("frames and publications are written in poll_event")
                 }
                 Wake::Timer => {
                     if let Some(ending) = self.on_timer(conn) {
@@ -354,10 +355,12 @@ impl<S: Io> Engine<S> {
         .unwrap_or(far)
     }
 
-    /// Drains the queue into the write buffer, writes, then waits for input or a timer.
-    fn poll_event(
+    /// Drains the queue into the write buffer (publications through the handler's
+    /// `on_publication`), writes, then waits for input or a timer.
+    fn poll_event<H: Handler>(
         &mut self,
         cx: &mut Context<'_>,
+        handler: &mut H,
         conn: &mut Conn,
         mut sleep: Pin<&mut Sleep>,
     ) -> Poll<Wake> {
@@ -376,6 +379,17 @@ impl<S: Io> Engine<S> {
                             drained = true;
                             self.traffic.messages_out += 1;
                             conn.writer().prepared(&frame);
+                        }
+                        Some(Outbound::Publication(publication)) => {
+                            drained = true;
+                            let put = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                handler.on_publication(conn, publication)
+                            }));
+                            if put.is_err() {
+                                panicked("on_publication");
+                                conn.start_close(CloseReason::HandlerPanic);
+                                break;
+                            }
                         }
                         Some(other) => return Poll::Ready(Wake::Queued(other)),
                         None => break,

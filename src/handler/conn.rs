@@ -1,8 +1,8 @@
-use crate::hub::{Hub, HubError, HubRegistration, Payload, Target};
+use crate::hub::{Hub, HubError, HubRegistration, Payload, Recovery, Target};
 use crate::protocol::codec::{OpCode, Role};
 use crate::protocol::deflate::Negotiated;
 use crate::protocol::{validate_outgoing, CloseError, CloseReason, Codec, Message, Prepared};
-use crate::queue::{SendError, SessionHandle, SlowConsumerPolicy};
+use crate::queue::{Position, SendError, SessionHandle, SlowConsumerPolicy};
 use crate::session::Session;
 use crate::transport::Writer;
 
@@ -195,6 +195,71 @@ impl Conn {
     /// deliveries to the channel from other nodes reach this connection.
     pub async fn join(&mut self, channel: &str) -> Result<bool, HubError> {
         self.hub.hub().join_conn(self.hub.id(), channel).await
+    }
+
+    /// Joins a channel and, if it keeps history, gets what was published after `since`:
+    /// the position of the last publication the client saw (from an earlier connection),
+    /// or `None` to start from now. Refused as [`Conn::join`] is.
+    ///
+    /// Send the [`Recovery`]'s publications to the client before this callback returns,
+    /// through [`Handler::on_publication`](crate::Handler::on_publication) as live ones
+    /// go: the live publications wait in the connection's queue behind them, with no gap
+    /// and none twice. The recovery says whether it got everything after `since` (not if
+    /// history no longer holds some of it, or the channel's stream was lost and started a
+    /// new epoch), so that the application can fetch its state afresh, and the channel's
+    /// position to start from next time. A member already, or a channel without history,
+    /// recovers nothing.
+    ///
+    /// The publications go into the connection's write buffer at once: a history bigger
+    /// than the connection's queue bound
+    /// ([`WebSocketConfig::max_queued_bytes`](crate::WebSocketConfig::max_queued_bytes))
+    /// meets the slow-consumer policy, as any burst would. Keep the history's size within
+    /// it.
+    ///
+    /// ```
+    /// use estuary::{Conn, Handler, Message, Position};
+    ///
+    /// #[derive(Clone)]
+    /// struct Feed;
+    ///
+    /// impl Handler for Feed {
+    ///     async fn on_open(&mut self, conn: &mut Conn) {
+    ///         // The client says where it was, e.g. `?offset=41&epoch=9f3c...`.
+    ///         let session = conn.session();
+    ///         let since = match (session.query_param("offset"), session.query_param("epoch")) {
+    ///             (Some(offset), Some(epoch)) => offset
+    ///                 .parse()
+    ///                 .ok()
+    ///                 .map(|offset| Position::new(offset, epoch.into_owned())),
+    ///             _ => None,
+    ///         };
+    ///         match conn.join_since("news", since.as_ref()).await {
+    ///             Ok(recovery) => {
+    ///                 for publication in recovery.publications {
+    ///                     self.on_publication(conn, publication);
+    ///                 }
+    ///                 if !recovery.complete {
+    ///                     let _ = conn.send("some news was lost: reload");
+    ///                 }
+    ///             }
+    ///             Err(e) => {
+    ///                 let _ = conn.send(format!("cannot join: {e}"));
+    ///             }
+    ///         }
+    ///     }
+    ///
+    ///     async fn on_message(&mut self, _conn: &mut Conn, _msg: Message) {}
+    /// }
+    /// ```
+    pub async fn join_since(
+        &mut self,
+        channel: &str,
+        since: Option<&Position>,
+    ) -> Result<Recovery, HubError> {
+        self.hub
+            .hub()
+            .join_since_conn(self.hub.id(), channel, since)
+            .await
     }
 
     /// Leaves a channel; false if not a member.

@@ -7,7 +7,7 @@ use std::future::Future;
 pub use conn::Conn;
 
 use crate::protocol::{CloseReason, Message};
-use crate::queue::Event;
+use crate::queue::{Event, Publication};
 
 /// A connection's behaviour: what it does when the socket opens, a message or a
 /// server-side event arrives, and the socket closes, as async methods.
@@ -66,6 +66,21 @@ pub trait Handler: Clone + Send + 'static {
     fn on_event(&mut self, conn: &mut Conn, event: Event) -> impl Future<Output = ()> + Send {
         let _ = (conn, event);
         async {}
+    }
+
+    /// A publication on a channel with history that this connection is a member of,
+    /// with its position: put it on the wire. By default the message goes as it was
+    /// published; override this to give the client the position
+    /// ([`Publication::frame_with`]), so that it can join again from there after a
+    /// dropped connection ([`Conn::join_since`]).
+    ///
+    /// It is not async: it runs while the connection's queue is being written to the
+    /// socket, between frames, at the cost of a function call. Do no waiting here; send
+    /// an [`Event`] to yourself (through [`Conn::handle`]) for work that must wait.
+    /// Plain channels (without history) deliver their messages straight to the socket
+    /// and never call it.
+    fn on_publication(&mut self, conn: &mut Conn, publication: Publication) {
+        let _ = conn.send_prepared(publication.frame());
     }
 
     /// The connection ended, for `reason`. Sends fail from here on.

@@ -4,9 +4,12 @@
 //! - `registry`: which connections this node holds, and what they joined.
 //! - `policy`: the application's rules ([`HubPolicy`]) and the hub's bounds
 //!   ([`HubLimits`]).
+//! - `history`: channels that keep their last publications, with positions, and joins
+//!   that deliver what a client missed.
 //! - `backplane` (feature `redis`): the same deliveries across nodes.
 
 mod error;
+mod history;
 mod policy;
 mod registry;
 
@@ -21,6 +24,7 @@ use bytes::Bytes;
 use estuary_middleware::Identity;
 
 pub use error::{HubError, Refused};
+pub use history::{History, HistoryStats, Recovery};
 pub use policy::{Caller, HubLimits, HubPolicy};
 pub(crate) use registry::ConnId;
 use registry::{Joined, Registrant, Registry, RouteChange};
@@ -191,6 +195,7 @@ struct HubInner {
     next_id: AtomicU64,
     limits: HubLimits,
     policy: Option<Box<dyn HubPolicy>>,
+    history: history::Histories,
     #[cfg(feature = "redis")]
     backplane: Option<backplane::Backplane>,
 }
@@ -211,6 +216,8 @@ struct HubInner {
 pub struct HubBuilder {
     limits: HubLimits,
     policy: Option<Box<dyn HubPolicy>>,
+    history: history::Rules,
+    history_memory: Option<usize>,
 }
 
 impl HubBuilder {
@@ -226,6 +233,34 @@ impl HubBuilder {
         self
     }
 
+    /// Keeps history for the channels `pattern` names: one channel by its name, or every
+    /// channel starting with a prefix, written with a `*` at its end (`"room-*"`; `"*"` is
+    /// every channel). `None` keeps none, to leave channels out of a wider pattern. The
+    /// exact name wins, then the longest prefix; a channel no pattern names keeps no
+    /// history, and its sends cost nothing more for it.
+    ///
+    /// On a channel with history every message sent gets a [`Position`] and reaches the
+    /// members through their handler's `on_publication`, and
+    /// [`Conn::join_since`](crate::Conn::join_since) sends a client what it missed. The
+    /// store is this process's memory, or, on Redis, a Redis Stream per channel shared by
+    /// every node: every node must have the same rules. Server-side events sent to a
+    /// channel are not kept.
+    ///
+    /// [`Position`]: crate::Position
+    pub fn history(mut self, pattern: &str, history: impl Into<Option<History>>) -> Self {
+        self.history.insert(pattern, history.into());
+        self
+    }
+
+    /// Bounds the in-process store (a hub without Redis): every channel's history together
+    /// holds at most `bytes` (default 64 MiB); past it, the streams published to least
+    /// recently are forgotten, and a client joining one again is told its recovery was
+    /// incomplete.
+    pub fn history_memory(mut self, bytes: usize) -> Self {
+        self.history_memory = Some(bytes);
+        self
+    }
+
     /// An in-process hub.
     pub fn build(self) -> Hub {
         Hub {
@@ -234,9 +269,18 @@ impl HubBuilder {
     }
 
     fn into_inner(self) -> HubInner {
+        let memory = self
+            .history_memory
+            .map(history::MemoryStore::new)
+            .unwrap_or_default();
         HubInner {
             limits: self.limits,
             policy: self.policy,
+            history: history::Histories {
+                rules: self.history,
+                memory,
+                ..Default::default()
+            },
             ..HubInner::default()
         }
     }
@@ -247,6 +291,7 @@ impl fmt::Debug for HubBuilder {
         f.debug_struct("HubBuilder")
             .field("limits", &self.limits)
             .field("policy", &self.policy.is_some())
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -272,6 +317,11 @@ impl Hub {
     /// With a Redis backplane it also goes to the other nodes. Sent from the
     /// application's own code, it is not checked by the [`HubPolicy`]; a target longer
     /// than the [`HubLimits`] allow (no session could be registered under it) is refused.
+    ///
+    /// To a channel with history ([`HubBuilder::history`]) it is a publication: it gets
+    /// its position and reaches the members through their handler's `on_publication`. On
+    /// Redis the local members get it, like everyone else, once Redis has given it its
+    /// position; the count is of the local members it is for.
     pub fn send(&self, to: Target, message: impl Into<Message>) -> Result<usize, HubError> {
         self.send_prepared(to, &Prepared::new(message))
     }
@@ -394,6 +444,11 @@ impl Hub {
 
     fn deliver(&self, to: Target, payload: Payload) -> Result<usize, HubError> {
         self.inner.limits.check_target(&to)?;
+        if let (Target::Channel(channel), Payload::Frame(frame)) = (&to, &payload) {
+            if let Some(history) = self.inner.history.rules.find(channel) {
+                return Ok(self.publish(channel, history, frame));
+            }
+        }
         let delivered = self.deliver_local(&to, &payload);
         #[cfg(feature = "redis")]
         if let Some(backplane) = &self.inner.backplane {
@@ -465,29 +520,8 @@ impl Hub {
     /// the connection was not a member before. Returns once deliveries to the channel
     /// from other nodes reach this node (or Redis is out of reach).
     pub(crate) async fn join_conn(&self, id: ConnId, channel: &str) -> Result<bool, HubError> {
-        self.inner.limits.check_channel(channel)?;
-        if let Some(policy) = &self.inner.policy {
-            self.read()
-                .caller(id, |who| policy.may_join(who, channel))
-                .ok_or(HubError::NoSuchSession)??;
-        }
-        let max = self.inner.limits.max_channels_per_connection;
-        let joined = {
-            let mut registry = self.write();
-            let joined = registry.join(id, channel, max)?;
-            if let Joined::Now { channel, first } = &joined {
-                self.presence_joined(&registry, id, channel);
-                if *first {
-                    self.routes_changed(&[RouteChange {
-                        kind: RouteKind::Channel,
-                        name: channel.clone(),
-                        wanted: true,
-                    }]);
-                }
-            }
-            joined
-        };
-        match joined {
+        self.may_join(id, channel)?;
+        match self.add_member(id, channel)? {
             Joined::Already => Ok(false),
             Joined::Now { channel, .. } => {
                 #[cfg(feature = "redis")]
@@ -503,12 +537,42 @@ impl Hub {
         }
     }
 
+    /// A join's checks: the channel name's length and the policy.
+    fn may_join(&self, id: ConnId, channel: &str) -> Result<(), HubError> {
+        self.inner.limits.check_channel(channel)?;
+        if let Some(policy) = &self.inner.policy {
+            self.read()
+                .caller(id, |who| policy.may_join(who, channel))
+                .ok_or(HubError::NoSuchSession)??;
+        }
+        Ok(())
+    }
+
+    /// A join's changes, once checked: the registry, presence, routing.
+    fn add_member(&self, id: ConnId, channel: &str) -> Result<Joined, HubError> {
+        let max = self.inner.limits.max_channels_per_connection;
+        let mut registry = self.write();
+        let joined = registry.join(id, channel, max)?;
+        if let Joined::Now { channel, first } = &joined {
+            self.presence_joined(&registry, id, channel);
+            if *first {
+                self.routes_changed(&[RouteChange {
+                    kind: RouteKind::Channel,
+                    name: channel.clone(),
+                    wanted: true,
+                }]);
+            }
+        }
+        Ok(joined)
+    }
+
     /// The one path of every leave; false if the connection was not a member.
     pub(crate) fn leave_conn(&self, id: ConnId, channel: &str) -> bool {
         let mut registry = self.write();
         let Some((channel, last)) = registry.leave(id, channel) else {
             return false;
         };
+        self.inner.history.catch_up.forget(id, Some(&channel));
         self.presence_left(id, &channel, last);
         if last {
             self.routes_changed(&[RouteChange {
@@ -649,6 +713,7 @@ impl HubRegistration {
 impl Drop for HubRegistration {
     fn drop(&mut self) {
         let mut registry = self.hub.write();
+        self.hub.inner.history.catch_up.forget(self.id, None);
         if let Some(removed) = registry.remove(self.id) {
             for (channel, last) in &removed.channels {
                 self.hub.presence_left(self.id, channel, *last);

@@ -316,6 +316,12 @@ impl Registry {
         members.keys().filter_map(|id| self.member(*id)).collect()
     }
 
+    /// The queue of a connection.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn handle(&self, id: ConnId) -> Option<&SessionHandle> {
+        self.conns.get(&id).map(|e| &e.handle)
+    }
+
     /// The session and user of a connection.
     pub(crate) fn member(&self, id: ConnId) -> Option<Member> {
         self.conns.get(&id).map(|e| Member {
@@ -340,6 +346,12 @@ impl Registry {
             .get(channel)
             .map(|members| members.keys().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// How many local members a channel has.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn member_count(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, HashMap::len)
     }
 
     /// Whether a channel has a local member.

@@ -11,8 +11,10 @@ use futures_util::task::AtomicWaker;
 use crate::protocol::{validate_outgoing, CloseError, CloseReason, EncodeError, Message, Prepared};
 
 mod event;
+mod publication;
 
 pub use event::Event;
+pub use publication::{Position, Publication};
 
 /// What other tasks put in a connection's queue.
 pub(crate) enum Outbound {
@@ -20,6 +22,8 @@ pub(crate) enum Outbound {
     Frame(Prepared),
     /// An event for the handler's `on_event`.
     Event(Event),
+    /// A publication on a channel with history, for the handler's `on_publication`.
+    Publication(Publication),
     /// Close the connection for this reason.
     Close(CloseReason),
 }
@@ -31,6 +35,7 @@ impl Outbound {
         match self {
             Outbound::Frame(frame) => frame.len(),
             Outbound::Event(event) => event.cost(),
+            Outbound::Publication(publication) => publication.cost(),
             Outbound::Close(_) => 0,
         }
     }
@@ -218,6 +223,13 @@ impl SessionHandle {
     pub fn send_event(&self, event: Event) -> Result<(), SendError> {
         self.reserve(event.cost())?;
         self.push_counted(Outbound::Event(event))
+    }
+
+    /// Queues a publication for the handler's `on_publication`; it counts against the
+    /// queue's bound like a frame.
+    pub(crate) fn send_publication(&self, publication: Publication) -> Result<(), SendError> {
+        self.reserve(publication.cost())?;
+        self.push_counted(Outbound::Publication(publication))
     }
 
     /// Asks the connection to close with `code` and `reason`.

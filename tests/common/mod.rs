@@ -6,6 +6,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod example;
+pub mod history;
 pub mod load;
 pub mod nodes;
 pub mod peers;

@@ -10,6 +10,7 @@ mod cross_node;
 mod echo;
 mod fan_out;
 mod handshake;
+mod history;
 mod http2;
 mod idle;
 mod ping_pong;
@@ -30,6 +31,7 @@ pub use cross_node::CrossNodeSettings;
 pub use echo::EchoSettings;
 pub use fan_out::FanOutSettings;
 pub use handshake::HandshakeSettings;
+pub use history::HistorySettings;
 pub use http2::Http2Settings;
 pub use idle::IdleSettings;
 pub use ping_pong::PingPongSettings;
@@ -58,6 +60,7 @@ pub struct Settings {
     pub cross_node: CrossNodeSettings,
     pub routing: RoutingSettings,
     pub http2: Http2Settings,
+    pub history: HistorySettings,
 }
 
 impl Settings {
@@ -85,6 +88,7 @@ impl Settings {
             cross_node: CrossNodeSettings::new(quick),
             routing: RoutingSettings::new(quick),
             http2: Http2Settings::new(quick),
+            history: HistorySettings::new(quick),
         })
     }
 
@@ -107,6 +111,7 @@ impl Settings {
             cross_node: CrossNodeSettings::smoke(),
             routing: RoutingSettings::smoke(),
             http2: Http2Settings::smoke(),
+            history: HistorySettings::smoke(),
         }
     }
 }
@@ -177,11 +182,15 @@ pub enum Scenario {
     /// WebSockets as streams of one HTTP/2 connection: opens per second against HTTP/1.1
     /// handshakes, and idle bytes per stream.
     Http2,
+    /// A channel's publish rate to its members with history on against off, in-process.
+    History,
+    /// The same on two nodes on Redis (needs the `redis` feature).
+    HistoryRedis,
 }
 
 impl Scenario {
     /// Every scenario, in the order rounds run them and the table lists them.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Echo,
         Scenario::PingPong,
         Scenario::RequestResponse,
@@ -193,6 +202,8 @@ impl Scenario {
         Scenario::CrossNode,
         Scenario::Routing,
         Scenario::Http2,
+        Scenario::History,
+        Scenario::HistoryRedis,
     ];
 
     /// The scenario's name in progress messages and the JSON.
@@ -209,6 +220,8 @@ impl Scenario {
             Scenario::CrossNode => "cross-node throughput",
             Scenario::Routing => "interest routing",
             Scenario::Http2 => "websockets over HTTP/2",
+            Scenario::History => "channel history",
+            Scenario::HistoryRedis => "channel history on redis",
         }
     }
 
@@ -226,6 +239,8 @@ impl Scenario {
             Scenario::CrossNode => cross_node::METRICS,
             Scenario::Routing => routing::METRICS,
             Scenario::Http2 => http2::METRICS,
+            Scenario::History => history::IN_PROCESS_METRICS,
+            Scenario::HistoryRedis => history::REDIS_METRICS,
         }
     }
 
@@ -239,9 +254,10 @@ impl Scenario {
             Scenario::FanOut => server.fan_out_route().is_some(),
             // Compression is Estuary's alone; its example server accepts it by default.
             Scenario::Compression | Scenario::IdleDeflate => server == ServerKind::Estuary,
-            Scenario::CrossNode | Scenario::Routing => {
+            Scenario::CrossNode | Scenario::Routing | Scenario::HistoryRedis => {
                 server == ServerKind::EstuaryBare && cfg!(feature = "redis")
             }
+            Scenario::History => server == ServerKind::EstuaryBare,
             Scenario::Http2 => matches!(server, ServerKind::Estuary | ServerKind::EstuaryBare),
             _ => true,
         }
@@ -249,7 +265,10 @@ impl Scenario {
 
     /// Whether the scenario needs the `redis` feature, which this build lacks.
     pub fn needs_redis_feature(self) -> bool {
-        matches!(self, Scenario::CrossNode | Scenario::Routing) && !cfg!(feature = "redis")
+        matches!(
+            self,
+            Scenario::CrossNode | Scenario::Routing | Scenario::HistoryRedis
+        ) && !cfg!(feature = "redis")
     }
 
     /// How many times a round runs the scenario against each server, the servers taking
@@ -288,6 +307,8 @@ impl Scenario {
                 Scenario::CrossNode => cross_node::run(target, &settings.cross_node).await,
                 Scenario::Routing => routing::run(target, &settings.routing).await,
                 Scenario::Http2 => http2::run(target, &settings.http2).await,
+                Scenario::History => history::run_in_process(target, &settings.history).await,
+                Scenario::HistoryRedis => history::run_on_redis(target, &settings.history).await,
             }
         };
         timeout(limit, run)
@@ -328,6 +349,7 @@ impl Scenario {
                 let routing = &settings.routing;
                 setup + 2 * (routing.warmup + routing.window) + Duration::from_secs(60)
             }
+            Scenario::History | Scenario::HistoryRedis => setup * 2 + Duration::from_secs(120),
         }
     }
 }

@@ -11,14 +11,20 @@
 //!   batches, and what arrives on them.
 //! - `presence`: members in Redis, kept by a task that heals after any failure, and
 //!   listed across nodes.
+//! - `stream`: channel history on Redis Streams, written by the outbox in the same step
+//!   as its publish, and read for joins with a position.
+//! - `feeds`: each history channel's live feed on this node, which reads from the stream
+//!   what the node missed while its subscription was cut.
 //!
 //! The guarantees are written out on [`RedisConfig`].
 
 mod envelope;
+mod feeds;
 mod link;
 mod outbox;
 mod presence;
 mod routes;
+mod stream;
 mod subscriptions;
 
 use std::fmt;
@@ -28,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use super::history::Counters as HistoryCounters;
 use super::registry::RouteChange;
 use super::{ConnId, Hub, HubBuilder, HubError, HubInner, Member, Payload, RouteKind, Target};
 pub(crate) use link::redact;
@@ -86,6 +93,14 @@ pub enum Routing {
 ///   subscription was being set up may not. A new connection's own session and user are
 ///   subscribed before `on_open` runs. While the subscriber is cut off, a join returns at
 ///   once (at most once, as above).
+/// - **Channels with history** ([`HubBuilder::history`](crate::HubBuilder::history))
+///   keep a Redis Stream each: a publication takes its position, goes into the stream and
+///   is published in one script, so every node delivers a channel's publications in the
+///   stream's order, and the publishing node's own members get them from Redis too. A
+///   publication Redis stored is delivered however late (it has a position: skipping it
+///   would leave a gap), and one a node missed while its subscription was cut is read from
+///   the stream when the next one shows the gap. What the outbox could not hand Redis
+///   within the deadline was never stored: it reaches no one, and takes no position.
 /// - **Presence heals.** Each node keeps its members of a channel in one Redis hash that
 ///   expires unless the node refreshes it (every third of the presence TTL, default 6 s):
 ///   the members of a node that died leave presence within the TTL, with no one listing
@@ -253,6 +268,9 @@ pub struct BackplaneStats {
     pub stale: u64,
     /// Received messages that were not deliveries (wrong version, corrupt).
     pub malformed: u64,
+    /// Publications of channels with history that this node missed live (its
+    /// subscription was cut) and read from the channel's stream instead, for its members.
+    pub refilled: u64,
     /// Times this node wrote all its presence again.
     pub presence_resyncs: u64,
     /// Routes this node is subscribed to now.
@@ -273,6 +291,7 @@ struct Counters {
     echoes: AtomicU64,
     stale: AtomicU64,
     malformed: AtomicU64,
+    refilled: AtomicU64,
     presence_resyncs: AtomicU64,
     subscriptions: AtomicU64,
 }
@@ -297,6 +316,7 @@ impl Counters {
             echoes: get(&self.echoes),
             stale: get(&self.stale),
             malformed: get(&self.malformed),
+            refilled: get(&self.refilled),
             presence_resyncs: get(&self.presence_resyncs),
             subscriptions: get(&self.subscriptions),
         }
@@ -410,6 +430,9 @@ struct Shared {
     outbox: Outbox,
     interest: Interest,
     presence: Presence,
+    /// Channel history's counters, the hub's.
+    history: Arc<HistoryCounters>,
+    feeds: feeds::Feeds,
     /// The connection for presence and queries.
     commands: SharedLink,
     cancel: CancellationToken,
@@ -450,6 +473,11 @@ impl Backplane {
 
     /// Routes this node now wants, or no longer wants.
     pub(crate) fn routes_changed(&self, changes: &[RouteChange]) {
+        for change in changes {
+            if change.kind == RouteKind::Channel && !change.wanted {
+                self.shared.feeds.forget(change.name.clone());
+            }
+        }
         if self.shared.routing == Routing::Broadcast {
             return;
         }
@@ -526,6 +554,7 @@ impl HubBuilder {
         let shown = connector.shown().to_owned();
         let node: u128 = rand::random();
         let sharded = connector.is_cluster() && config.routing == Routing::Interest;
+        let mut inner = self.into_inner();
         let commands = SharedLink::new();
         // Reachable, and the password right, before anything else.
         commands
@@ -544,6 +573,8 @@ impl HubBuilder {
             outbox: Outbox::new(config.delivery_deadline, config.outbox_limit),
             interest: Interest::new(),
             presence: Presence::new(),
+            history: inner.history.counters.clone(),
+            feeds: feeds::Feeds::new(),
             commands,
             cancel: CancellationToken::new(),
         });
@@ -557,7 +588,6 @@ impl HubBuilder {
         let publisher = outbox::connect(&shared)
             .await
             .map_err(|e| HubError::redis(format!("connecting to {shown}"), e))?;
-        let mut inner = self.into_inner();
         inner.backplane = Some(Backplane {
             shared: shared.clone(),
         });

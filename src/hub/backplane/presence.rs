@@ -175,7 +175,7 @@ impl SharedLink {
     }
 
     /// Drops connection `generation` after it failed, unless it was replaced already.
-    async fn broken(&self, generation: u64) {
+    pub(super) async fn broken(&self, generation: u64) {
         let mut current = self.current.lock().await;
         if current.as_ref().is_some_and(|(_, g)| *g == generation) {
             *current = None;
@@ -184,7 +184,7 @@ impl SharedLink {
 }
 
 /// A failure that may have cost the connection, rather than one command.
-fn lost_connection(e: &RedisError) -> bool {
+pub(super) fn lost_connection(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 

@@ -12,10 +12,15 @@
 //!                                         connection id -> [session, user]; expires
 //!                                         unless the node refreshes it
 //! {prefix}:{c:lobby}:nodes                set: the nodes with members of "lobby"
+//! {prefix}:{c:lobby}:stream               stream: the history of "lobby", if it keeps
+//!                                         one; entry id = offset, fields e (the
+//!                                         envelope as published) and t (Redis's time)
+//! {prefix}:{c:lobby}:position             hash: its epoch and last offset
 //! ```
 //!
-//! The part in braces is the Redis Cluster hash tag: a channel's deliveries and its
-//! presence keys hash to one slot, so one shard holds them, and different channels spread
+//! The part in braces is the Redis Cluster hash tag: a channel's deliveries, its presence
+//! keys and its history hash to one slot (so one script can append to the stream and
+//! publish), so one shard holds them, and different channels spread
 //! over the shards. Names are written as they are, but for `%`, `{` and `}`, which are
 //! percent-escaped so that no name can end the tag early or start another.
 
@@ -83,8 +88,22 @@ impl Keys {
 
     /// The nodes with members of a channel.
     pub(super) fn nodes(&self, channel: &str) -> String {
+        self.channel_key(channel, ":nodes")
+    }
+
+    /// A channel's history.
+    pub(super) fn stream(&self, channel: &str) -> String {
+        self.channel_key(channel, ":stream")
+    }
+
+    /// A channel's epoch and last offset.
+    pub(super) fn position(&self, channel: &str) -> String {
+        self.channel_key(channel, ":position")
+    }
+
+    fn channel_key(&self, channel: &str, suffix: &str) -> String {
         let mut key = self.route(RouteKind::Channel, channel);
-        key.push_str(":nodes");
+        key.push_str(suffix);
         key
     }
 }
@@ -114,6 +133,9 @@ mod tests {
         let slot = Slot::for_key(&route);
         assert_eq!(Slot::for_key(keys.members("lobby", 7)), slot);
         assert_eq!(Slot::for_key(keys.nodes("lobby")), slot);
+        assert_eq!(keys.stream("lobby"), "estuary:{c:lobby}:stream");
+        assert_eq!(Slot::for_key(keys.stream("lobby")), slot);
+        assert_eq!(Slot::for_key(keys.position("lobby")), slot);
         assert_ne!(
             Slot::for_key(keys.route(RouteKind::Channel, "kitchen")),
             slot,

@@ -17,10 +17,11 @@ use bytes::Bytes;
 use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::{watch, Notify};
 
-use super::super::{Hub, HubInner};
+use super::super::{Hub, HubInner, Payload, Target};
 use super::envelope;
 use super::link::{Link, PushHandler};
 use super::{reconnect, wall_clock_ms, Backoff, Counters, Routing, Shared, Throttle};
+use crate::queue::{Position, Publication};
 
 /// How often the subscriber checks that Redis still answers, so that a connection that
 /// died without a word (a stalled server, a lost network) is replaced.
@@ -145,15 +146,11 @@ impl Inbound {
         Counters::add(&counters.received, 1);
         let envelope = match envelope::decode(bytes) {
             Ok(envelope) => envelope,
-            Err(why) => {
-                Counters::add(&counters.malformed, 1);
-                let mut throttle = self.malformed.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(unlogged) = throttle.ready() {
-                    tracing::warn!(why, unlogged, "ignoring a malformed backplane message");
-                }
-                return;
-            }
+            Err(why) => return self.note_malformed(why),
         };
+        if let Some(position) = envelope.position {
+            return self.receive_publication(envelope.target, position, envelope.payload);
+        }
         if envelope.node == self.shared.node {
             Counters::add(&counters.echoes, 1);
             return;
@@ -174,13 +171,61 @@ impl Inbound {
     }
 }
 
+impl Inbound {
+    /// Counts and logs (at most every 10 s) a message that is not a delivery.
+    fn note_malformed(&self, why: &'static str) {
+        Counters::add(&self.shared.counters.malformed, 1);
+        let mut throttle = self.malformed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(unlogged) = throttle.ready() {
+            tracing::warn!(why, unlogged, "ignoring a malformed backplane message");
+        }
+    }
+
+    /// A publication on a channel with history, from its stream's script: delivered on
+    /// every node with members, the one that published it included (its members get it
+    /// only now, in the stream's order), and however late (it is in the stream: skipping
+    /// it would leave a gap its members could not see), through the channel's feed,
+    /// which reads first what the node missed.
+    fn receive_publication(&self, target: Target, position: Position, payload: Payload) {
+        let counters = &self.shared.counters;
+        let (Target::Channel(channel), Payload::Frame(frame)) = (target, payload) else {
+            Counters::add(&counters.malformed, 1);
+            return;
+        };
+        let Some(inner) = self.hub.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let hub = Hub { inner };
+        let publication = Publication::new(channel, position, frame, false);
+        let delivered = match hub.inner.history.rules.find(publication.channel()).copied() {
+            Some(history) => self
+                .shared
+                .feeds
+                .receive(&self.shared, &hub, &history, publication),
+            // Another node keeps history for a channel this one does not: delivered as it
+            // comes.
+            None => hub.deliver_publication(&publication),
+        };
+        match delivered {
+            0 => Counters::add(&counters.unneeded, 1),
+            _ => Counters::add(&counters.delivered, 1),
+        }
+    }
+}
+
 impl PushHandler for Inbound {
     fn push(&self, info: PushInfo) {
         match info.kind {
             PushKind::Message | PushKind::SMessage => {
                 // [channel, payload]
                 if let Some(Value::BulkString(payload)) = info.data.into_iter().nth(1) {
-                    self.receive(Bytes::from(payload));
+                    let (envelopes, whole) = envelope::split(Bytes::from(payload));
+                    for envelope in envelopes {
+                        self.receive(envelope);
+                    }
+                    if let Err(why) = whole {
+                        self.note_malformed(why);
+                    }
                 }
             }
             PushKind::Disconnection => self.disconnected.notify_one(),
