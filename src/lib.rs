@@ -59,6 +59,7 @@ mod upgrade;
 /// The tower layers (the `estuary-middleware` crate).
 pub use estuary_middleware as middleware;
 
+pub use engine::Shutdown;
 pub use engine::WebSocketConfig;
 pub use handler::{handler_fn, Conn, Handler, HandlerFn};
 #[cfg(feature = "redis")]
@@ -72,7 +73,7 @@ pub use protocol::{
     DeflateMode, EncodeError, Message, Prepared, ProtocolError, Utf8Bytes, MAX_CLOSE_REASON,
 };
 pub use queue::{Event, Position, Publication, SendError, SessionHandle, SlowConsumerPolicy};
-pub use server::{shutdown_signal, Server, ServerBuilder, Shutdown};
+pub use server::{shutdown_signal, Server, ServerBuilder};
 #[cfg(feature = "tls")]
 pub use server::{tls_from_pem, TlsError, TlsFile};
 pub use session::Session;

@@ -194,70 +194,26 @@ pub(crate) fn history_recovery(complete: bool) {
     let _ = complete;
 }
 
-/// The backplane's counts since `before`, as the `estuary_backplane_*` metrics.
+/// Adds `by` to the counter `name`, with one label when given: for the parts above this
+/// module (the backplane) that keep their own counts and hand over what was added.
 #[cfg(feature = "redis")]
-pub(crate) fn backplane(before: &crate::hub::BackplaneStats, now: &crate::hub::BackplaneStats) {
+pub(crate) fn count(name: &'static str, label: Option<(&'static str, &'static str)>, by: u64) {
     #[cfg(feature = "metrics")]
-    {
-        let add = |name: &'static str, then: u64, now: u64| {
-            if now > then {
-                metrics::counter!(name).increment(now - then);
-            }
-        };
-        add(
-            "estuary_backplane_published_total",
-            before.published,
-            now.published,
-        );
-        add(
-            "estuary_backplane_received_total",
-            before.received,
-            now.received,
-        );
-        add(
-            "estuary_backplane_delivered_total",
-            before.delivered,
-            now.delivered,
-        );
-        add(
-            "estuary_backplane_unneeded_total",
-            before.unneeded,
-            now.unneeded,
-        );
-        add("estuary_backplane_echoes_total", before.echoes, now.echoes);
-        add(
-            "estuary_backplane_malformed_total",
-            before.malformed,
-            now.malformed,
-        );
-        add(
-            "estuary_backplane_refilled_total",
-            before.refilled,
-            now.refilled,
-        );
-        add(
-            "estuary_backplane_presence_resyncs_total",
-            before.presence_resyncs,
-            now.presence_resyncs,
-        );
-        let dropped = |reason: &'static str, then: u64, now: u64| {
-            if now > then {
-                metrics::counter!("estuary_backplane_dropped_total", "reason" => reason)
-                    .increment(now - then);
-            }
-        };
-        dropped("deadline", before.dropped_deadline, now.dropped_deadline);
-        dropped(
-            "outbox_full",
-            before.dropped_outbox_full,
-            now.dropped_outbox_full,
-        );
-        dropped("failed", before.dropped_failed, now.dropped_failed);
-        dropped("late", before.stale, now.stale);
-        metrics::gauge!("estuary_backplane_subscriptions").set(now.subscriptions as f64);
+    match label {
+        Some((key, value)) => metrics::counter!(name, key => value).increment(by),
+        None => metrics::counter!(name).increment(by),
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (before, now);
+    let _ = (name, label, by);
+}
+
+/// Sets the gauge `name`.
+#[cfg(feature = "redis")]
+pub(crate) fn gauge(name: &'static str, value: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(name).set(value);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, value);
 }
 
 pub(crate) fn handler_panicked() {

@@ -7,6 +7,7 @@
 //! sends without reading.
 
 mod config;
+mod shutdown;
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -22,6 +23,7 @@ use tokio::time::{Instant, Sleep};
 
 pub(crate) use crate::transport::Io;
 pub use config::WebSocketConfig;
+pub use shutdown::Shutdown;
 
 use crate::handler::{Conn, Handler};
 use crate::metrics::{self, Traffic};

@@ -5,7 +5,6 @@ mod activity;
 mod http;
 mod pending;
 mod refusals;
-mod shutdown;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -27,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
+use crate::engine::Shutdown;
 use activity::{Activity, Tracked};
 use http::Builders;
 use pending::PendingLimit;
 use refusals::{close_if_refused, record_handshake, refuse_busy, RefusalLog};
-pub use shutdown::Shutdown;
 #[cfg(feature = "tls")]
 pub use tls::{tls_from_pem, TlsError, TlsFile};
 

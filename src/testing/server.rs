@@ -8,9 +8,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{eventually, within, TestClient, TestClientBuilder, DEFAULT_TIMEOUT};
+use crate::engine::Shutdown;
 use crate::handler::Handler;
 use crate::hub::Hub;
-use crate::server::{Server, ServerBuilder, Shutdown};
+use crate::server::{Server, ServerBuilder};
 use crate::upgrade::WebSocketService;
 
 type BoxError = Box<dyn StdError + Send + Sync>;

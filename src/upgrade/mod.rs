@@ -21,12 +21,11 @@ use tracing::Instrument;
 pub use handshake::HandshakeError;
 use handshake::Opening;
 
-use crate::engine::{Engine, WebSocketConfig};
+use crate::engine::{Engine, Shutdown, WebSocketConfig};
 use crate::handler::{Conn, Handler};
 use crate::hub::Hub;
 use crate::protocol::deflate::Negotiated;
 use crate::queue::{QueueState, SessionHandle};
-use crate::server::Shutdown;
 use crate::session::Session;
 
 /// The WebSocket upgrade: a tower `Service` that validates the handshake, answers 101 (or

@@ -608,6 +608,92 @@ impl HubBuilder {
     }
 }
 
+/// The counts since `before`, as the `estuary_backplane_*` metrics (listed in
+/// `crate::metrics`).
+fn report_metrics(before: &BackplaneStats, now: &BackplaneStats) {
+    let reason = |reason| Some(("reason", reason));
+    let counters = [
+        (
+            "estuary_backplane_published_total",
+            None,
+            before.published,
+            now.published,
+        ),
+        (
+            "estuary_backplane_received_total",
+            None,
+            before.received,
+            now.received,
+        ),
+        (
+            "estuary_backplane_delivered_total",
+            None,
+            before.delivered,
+            now.delivered,
+        ),
+        (
+            "estuary_backplane_unneeded_total",
+            None,
+            before.unneeded,
+            now.unneeded,
+        ),
+        (
+            "estuary_backplane_echoes_total",
+            None,
+            before.echoes,
+            now.echoes,
+        ),
+        (
+            "estuary_backplane_malformed_total",
+            None,
+            before.malformed,
+            now.malformed,
+        ),
+        (
+            "estuary_backplane_refilled_total",
+            None,
+            before.refilled,
+            now.refilled,
+        ),
+        (
+            "estuary_backplane_presence_resyncs_total",
+            None,
+            before.presence_resyncs,
+            now.presence_resyncs,
+        ),
+        (
+            "estuary_backplane_dropped_total",
+            reason("deadline"),
+            before.dropped_deadline,
+            now.dropped_deadline,
+        ),
+        (
+            "estuary_backplane_dropped_total",
+            reason("outbox_full"),
+            before.dropped_outbox_full,
+            now.dropped_outbox_full,
+        ),
+        (
+            "estuary_backplane_dropped_total",
+            reason("failed"),
+            before.dropped_failed,
+            now.dropped_failed,
+        ),
+        (
+            "estuary_backplane_dropped_total",
+            reason("late"),
+            before.stale,
+            now.stale,
+        ),
+    ];
+    for (name, label, then, now) in counters {
+        if now > then {
+            crate::metrics::count(name, label, now - then);
+        }
+    }
+    crate::metrics::gauge("estuary_backplane_subscriptions", now.subscriptions as f64);
+}
+
 /// Hands the counters to the `metrics` facade once a second, and logs drops at most every
 /// [`DROP_LOG_EVERY`].
 async fn report_loop(shared: Arc<Shared>) {
@@ -621,7 +707,7 @@ async fn report_loop(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         let now = shared.counters.snapshot();
-        crate::metrics::backplane(&reported, &now);
+        report_metrics(&reported, &now);
         reported = now;
         let dropped = |s: &BackplaneStats| {
             s.dropped_deadline + s.dropped_outbox_full + s.dropped_failed + s.stale
