@@ -25,14 +25,6 @@ async fn two_hubs(redis: &RedisServer) -> (Hub, Hub) {
     (hub_a, hub_b)
 }
 
-async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn deliveries_cross_nodes_exactly_once_and_in_order() {
     let redis = RedisServer::start();
@@ -313,7 +305,7 @@ async fn a_redis_restart_loses_no_local_delivery_and_cross_node_delivery_resumes
 #[tokio::test]
 async fn presence_heals_after_failed_writes() {
     let redis = RedisServer::start();
-    let mut raw = redis_connection(&redis).await;
+    let mut raw = redis.connection().await;
     let (hub_a, hub_b) = two_hubs(&redis).await;
     // Lists what Redis holds: it has no members of its own.
     let observer = Hub::with_redis(&redis.url()).await.unwrap();

@@ -12,7 +12,7 @@ mod redis_server;
 
 use std::time::Duration;
 
-use common::history::{historian, join, next_line, say, Line};
+use common::history::{historian, join, next_line, publish_numbered, say, Line};
 use common::nodes::{member, node, quiet, until_delivered};
 use common::within;
 use estuary::{History, Hub, Position, RedisConfig, Target};
@@ -45,14 +45,6 @@ async fn until_gone(hub: &Hub, channel: &str) {
         }
     })
     .await;
-}
-
-async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -123,17 +115,7 @@ async fn publishing_on_node_a_while_a_member_rejoins_on_node_b_loses_and_repeats
     let node_b = historian(&hub_b).await;
     let (mut client, _, joined) = join(&node_b, "room", None).await;
     let mut last = joined.position.unwrap();
-    let publisher = {
-        let hub = hub_a.clone();
-        tokio::spawn(async move {
-            for i in 0..LINES {
-                hub.send(Target::channel("room"), i.to_string()).unwrap();
-                if i % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        })
-    };
+    let publisher = publish_numbered(&hub_a, "room", LINES, 10);
     let mut numbers = Vec::new();
     let take = |line: Line, last: &mut Position, numbers: &mut Vec<u64>| {
         assert_eq!(
@@ -187,18 +169,8 @@ async fn a_member_on_a_node_whose_subscription_was_cut_gets_what_the_node_missed
     let node_b = historian(&hub_b).await;
     let (mut client, _, joined) = join(&node_b, "room", None).await;
     let mut last = joined.position.unwrap();
-    let publisher = {
-        let hub = hub_a.clone();
-        tokio::spawn(async move {
-            for i in 0..LINES {
-                hub.send(Target::channel("room"), i.to_string()).unwrap();
-                if i % 5 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        })
-    };
-    let mut redis_cli = redis_connection(&redis).await;
+    let publisher = publish_numbered(&hub_a, "room", LINES, 5);
+    let mut redis_cli = redis.connection().await;
     for i in 0..LINES {
         let line = next_line(&mut client).await;
         assert_eq!(
@@ -278,7 +250,7 @@ async fn a_position_older_than_the_history_recovers_what_redis_keeps_and_says_it
         hub_a.send(Target::channel("room"), format!("{i}")).unwrap();
     }
     until_stored(&hub_a, 1000).await;
-    let mut redis_cli = redis_connection(&redis).await;
+    let mut redis_cli = redis.connection().await;
     let kept: u64 = redis::cmd("XLEN")
         .arg("estuary:{c:room}:stream")
         .query_async(&mut redis_cli)

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::history::{historian, join, next_line, say, Line};
+use common::history::{historian, join, next_line, publish_numbered, say, Line};
 use common::nodes::{next_text, quiet};
 use common::within;
 use estuary::{History, Hub, Position, Target};
@@ -98,17 +98,7 @@ async fn publishing_during_rejoins_loses_nothing_and_repeats_nothing() {
     let server = historian(&hub).await;
     let (mut client, _, joined) = join(&server, "room", None).await;
     let mut last = joined.position.unwrap();
-    let publisher = {
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            for i in 0..LINES {
-                hub.send(Target::channel("room"), i.to_string()).unwrap();
-                if i % 20 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        })
-    };
+    let publisher = publish_numbered(&hub, "room", LINES, 20);
     let mut numbers = Vec::new();
     let take = |line: Line, last: &mut Position, numbers: &mut Vec<u64>| {
         assert_eq!(line.position.offset, last.offset + 1, "no gap, no repeat");

@@ -7,16 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::history::{historian, join};
+use common::scrape::sample;
 use estuary::{History, Hub, Position, Target};
 use metrics_exporter_prometheus::PrometheusBuilder;
-
-/// The value of the sample whose line starts with `series` (name and labels).
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
 
 #[tokio::test]
 async fn publications_stored_and_recoveries_complete_and_incomplete_are_counted() {

@@ -4,19 +4,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::scrape::sample;
 use common::{connect, handshake_request, raw_request, serve, within};
 use estuary::{handler_fn, Conn, Message, WebSocketService};
 use futures_util::{SinkExt, StreamExt};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-/// The value of the sample whose line starts with `series` (name and labels).
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
 
 #[tokio::test]
 async fn connections_handshakes_messages_and_closes_are_counted() {

@@ -47,8 +47,10 @@ const READ_SLACK: usize = 512;
 const KEEP_CAPACITY: usize = 256 * 1024;
 /// Payloads at least this large are written from their own bytes (a vectored write)
 /// instead of being copied behind their header; smaller ones are coalesced, which costs
-/// less than another slice in the write. Measured with the request/response benchmark
-/// (`cargo bench --bench load -- --scenarios request-response`).
+/// less than another slice in the write. Not measured yet: 2 KiB is where a copy (a few
+/// hundred nanoseconds) starts to cost more than an extra slice, by estimate. The
+/// request/response benchmark (`cargo bench --bench load -- --scenarios
+/// request-response`) measures 512 B, 16 KiB and 64 KiB, on either side of it.
 const SHARE_PAYLOAD_FROM: usize = 2 * 1024;
 /// The most slices one vectored write takes (Linux's IOV_MAX is 1024; past a few dozen,
 /// a write is long enough that more slices buy nothing).

@@ -176,3 +176,22 @@ pub async fn say(client: &mut Client, text: &str) {
         .await
         .unwrap();
 }
+
+/// Publishes `lines` numbered lines (`0`, `1`, ...) to `channel` through `hub`, pausing
+/// 1 ms after every `pause_every`th, so that a member's rejoins land mid-stream.
+pub fn publish_numbered(
+    hub: &Hub,
+    channel: &'static str,
+    lines: u64,
+    pause_every: u64,
+) -> tokio::task::JoinHandle<()> {
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        for i in 0..lines {
+            hub.send(Target::channel(channel), i.to_string()).unwrap();
+            if i % pause_every == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    })
+}

@@ -68,6 +68,16 @@ impl RedisServer {
         server
     }
 
+    /// A connection of the test's own, for looking into (or tampering with) what the
+    /// nodes keep.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self) -> String {
         match self.tls {
             true => format!("rediss://localhost:{}/", self.port),

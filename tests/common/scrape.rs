@@ -4,6 +4,15 @@ use std::net::SocketAddr;
 
 use super::raw_request;
 
+/// The sample of Prometheus text `scrape` whose line is `series` followed by its value:
+/// for a scrape of a server's `/metrics`, or of a recorder in the test's own process.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
 /// One scrape of a `/metrics` endpoint.
 #[derive(Debug, Clone)]
 pub struct Scrape(pub String);
@@ -20,10 +29,7 @@ impl Scrape {
     /// The sample whose line is `series` (a name and its labels, as the exporter writes
     /// them) followed by its value.
     pub fn sample(&self, series: &str) -> Option<f64> {
-        self.0
-            .lines()
-            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        sample(&self.0, series)
     }
 
     /// [`Scrape::sample`], with a counter or gauge never touched counted as zero.
